@@ -1,0 +1,323 @@
+"""Coordinate-wise Mnemosyne: the learned optimizer network as pure functions.
+
+Every scalar parameter is a token stream of its own (arXiv 2302.01128, Sec. 3.2,
+"coordinate-wise Mnemosyne"): at step t its token is the feature vector
+x_t = gradient_features(g_t) (see `features.py`); one or more CAM layers, shared by
+all coordinates, attend over that coordinate's whole history; an MLP head maps
+the read-out (with x_t) to a direction d_t. The update is normalized per tensor
+(Celo2, arXiv 2602.19142: per-step RMS normalization was the most stable form):
+
+    update_t = -learning_rate * exp(log_step_size) * d_t / max(rms(d_t), eps)
+               - learning_rate * weight_decay * param
+
+so its RMS over the tensor is exactly learning_rate * exp(log_step_size): the
+update cannot blow up however long training runs. `learning_rate` is a
+dimensionless multiplier (1.0 = the meta-learned step size); weight decay is
+decoupled and scaled like in AdamW's schedule multiplier.
+
+Layer l of the CAM stack, with H heads, reads input u (x_t for l = 0, else x_t
+concatenated with the previous layer's read-out):
+    q = u W_Q, k = u W_K, v = u W_V (per head), tau = exp(log_tau) (per head).
+
+`CoordinateWiseNetwork` only holds the static config; `init_theta`, `init_state`
+and `apply` are pure functions of tensors (no tf.Variable), differentiable in
+theta, usable in tf.function(jit_compile=True).
+"""
+
+import dataclasses
+import math
+from typing import Dict, NamedTuple, Tuple
+
+import tensorflow as tf
+
+from mnemosyne_tf.core import cam
+from mnemosyne_tf.core import features
+from mnemosyne_tf.core import random_features
+
+Theta = Dict[str, tf.Tensor]
+
+# theta entries that are fixed for the life of a state and never meta-trained.
+FIXED_SUFFIXES = ("/projection",)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinateConfig:
+  """Static sizes and constants of the coordinate-wise network.
+
+  Attributes:
+    num_layers: CAM layers stacked.
+    num_heads: CAM heads per layer (each with its own discount tau).
+    key_dim: query/key dimension.
+    num_features: random features m per head.
+    value_dim: value dimension per head.
+    hidden_dim: width of the MLP head.
+    feature_kind: "hyperbolic" or "softmax" random features.
+    beta2: decay of the gradient second moment used by the normalized feature.
+    preprocessing_k: k of the log/sign preprocessing.
+    projection_seed: seed of the fixed random-feature projection.
+  """
+  num_layers: int = 1
+  num_heads: int = 2
+  key_dim: int = 2
+  num_features: int = 4
+  value_dim: int = 2
+  hidden_dim: int = 16
+  feature_kind: str = "hyperbolic"
+  beta2: float = 0.999
+  preprocessing_k: float = 5.0
+  projection_seed: int = 0
+
+  def __post_init__(self):
+    for name in ("num_layers", "num_heads", "key_dim", "num_features",
+                 "value_dim", "hidden_dim"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"CoordinateConfig.{name} must be an integer >= 1, "
+                         f"got {value!r}")
+    random_features.num_projections(self.feature_kind, self.num_features)
+    if not 0.0 < self.beta2 < 1.0:
+      raise ValueError(f"CoordinateConfig.beta2 must be in (0, 1), got {self.beta2!r}")
+    if not self.preprocessing_k > 0:
+      raise ValueError("CoordinateConfig.preprocessing_k must be > 0, got "
+                       f"{self.preprocessing_k!r}")
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "CoordinateConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown CoordinateConfig fields: {unknown}")
+    return cls(**values)
+
+
+class CoordinateState(NamedTuple):
+  """Optimizer state of one tensor with P coordinates.
+
+  Attributes:
+    second_moment: [P] EMA of g^2.
+    cams: one `cam.CamState` per layer, batch [P, num_heads].
+  """
+  second_moment: tf.Tensor
+  cams: Tuple[cam.CamState, ...]
+
+
+class CoordinateWiseNetwork:
+  """The coordinate-wise learned optimizer for one `CoordinateConfig`."""
+
+  def __init__(self, config: CoordinateConfig):
+    self.config = config
+    self._head_input_dim = features.NUM_FEATURES + config.num_heads * config.value_dim
+
+  # ---------------------------------------------------------------- theta
+  def layer_input_dim(self, layer: int) -> int:
+    return features.NUM_FEATURES if layer == 0 else self._head_input_dim
+
+  def theta_shapes(self) -> Dict[str, Tuple[int, ...]]:
+    """Name -> shape of every theta entry (the weights-file schema)."""
+    c = self.config
+    shapes = {}
+    for l in range(c.num_layers):
+      f = self.layer_input_dim(l)
+      shapes[f"cam{l}/query"] = (f, c.num_heads, c.key_dim)
+      shapes[f"cam{l}/key"] = (f, c.num_heads, c.key_dim)
+      shapes[f"cam{l}/value"] = (f, c.num_heads, c.value_dim)
+      shapes[f"cam{l}/log_tau"] = (c.num_heads,)
+      shapes[f"cam{l}/projection"] = (
+          random_features.num_projections(c.feature_kind, c.num_features), c.key_dim)
+    shapes["head/w1"] = (self._head_input_dim, c.hidden_dim)
+    shapes["head/b1"] = (c.hidden_dim,)
+    shapes["head/w2"] = (c.hidden_dim,)
+    shapes["head/b2"] = ()
+    shapes["log_step_size"] = ()
+    return shapes
+
+  def projections(self) -> Theta:
+    """The fixed random-feature projection of every layer (from the seed)."""
+    c = self.config
+    rows = random_features.num_projections(c.feature_kind, c.num_features)
+    return {
+        f"cam{l}/projection": random_features.orthogonal_gaussian_projection(
+            rows, c.key_dim, seed=[c.projection_seed, l])
+        for l in range(c.num_layers)
+    }
+
+  def init_theta(self, seed: int, step_size: float = 1e-3,
+                 scale: float = 0.1) -> Theta:
+    """Random theta for meta-training: small Gaussian weights, zero biases,
+    per-head discounts spread log-uniformly over momenta 0.5 .. 0.999."""
+    theta = self.projections()
+    c = self.config
+    momenta = [0.5 + (0.999 - 0.5) * h / max(c.num_heads - 1, 1)
+               for h in range(c.num_heads)]
+    for i, (name, shape) in enumerate(sorted(self.theta_shapes().items())):
+      if name in theta:
+        continue
+      if name.endswith("/log_tau"):
+        theta[name] = tf.constant([math.log(-math.log(b)) for b in momenta], tf.float32)
+      elif name == "log_step_size":
+        theta[name] = tf.constant(math.log(step_size), tf.float32)
+      elif name.split("/")[-1].startswith("b"):
+        theta[name] = tf.zeros(shape, tf.float32)
+      else:
+        theta[name] = scale * tf.random.stateless_normal(shape, [seed, i], tf.float32)
+    return theta
+
+  def hand_set_theta(self, momentum: float = 0.9, step_size: float = 1e-3) -> Theta:
+    """A hand-set (not meta-trained) theta that is normalized momentum.
+
+    With zero query and key weights every kernel value phi(0)^T phi(0) is the
+    same, so head 0 of layer 0 reads the bias-corrected EMA (rate `momentum`)
+    of its value, set to the normalized gradient g / sqrt(v_hat); the head
+    passes it through (relu(a) - relu(-a) = a), and the per-tensor RMS
+    normalization makes the update
+        -step_size * m_hat / rms(m_hat),   m_hat = EMA(g / sqrt(v_hat)) / (1 - momentum^t).
+    Later layers (if any) are zero and unused.
+    """
+    c = self.config
+    if c.hidden_dim < 2:
+      raise ValueError("the hand-set theta needs hidden_dim >= 2")
+    if not 0.0 < momentum < 1.0:
+      raise ValueError(f"momentum must be in (0, 1), got {momentum!r}")
+    theta = {name: tf.zeros(shape, tf.float32)
+             for name, shape in self.theta_shapes().items()}
+    theta.update(self.projections())
+    log_tau = [math.log(-math.log(momentum))] * c.num_heads
+    for l in range(c.num_layers):
+      theta[f"cam{l}/log_tau"] = tf.constant(log_tau, tf.float32)
+    value = [[[0.0] * c.value_dim for _ in range(c.num_heads)]
+             for _ in range(features.NUM_FEATURES)]
+    value[0][0][0] = 1.0  # head 0, value 0 <- normalized gradient
+    theta["cam0/value"] = tf.constant(value, tf.float32)
+    w1 = [[0.0] * c.hidden_dim for _ in range(self._head_input_dim)]
+    readout = features.NUM_FEATURES  # index of head 0, value 0 in the head input
+    w1[readout][0], w1[readout][1] = 1.0, -1.0
+    theta["head/w1"] = tf.constant(w1, tf.float32)
+    theta["head/w2"] = tf.constant([1.0, -1.0] + [0.0] * (c.hidden_dim - 2), tf.float32)
+    theta["log_step_size"] = tf.constant(math.log(step_size), tf.float32)
+    return theta
+
+  def check_theta(self, theta: Theta, source: str = "theta") -> None:
+    """Raises ValueError naming `source` if theta's names or shapes do not fit."""
+    expected = self.theta_shapes()
+    missing = sorted(set(expected) - set(theta))
+    extra = sorted(set(theta) - set(expected))
+    if missing or extra:
+      raise ValueError(f"{source}: theta does not match the network config "
+                       f"(missing {missing}, unexpected {extra})")
+    for name, shape in expected.items():
+      got = tuple(theta[name].shape)
+      if got != shape:
+        raise ValueError(f"{source}: theta[{name!r}] has shape {got}, the config "
+                         f"needs {shape}")
+
+  # ---------------------------------------------------------------- state
+  def state_size(self) -> int:
+    """Optimizer-state floats per parameter coordinate."""
+    c = self.config
+    per_head = c.num_features * c.value_dim + c.num_features + 1
+    return 1 + c.num_layers * c.num_heads * per_head
+
+  def init_state(self, param: tf.Tensor) -> CoordinateState:
+    """Empty state for a tensor shaped like `param` (any shape, P coordinates)."""
+    c = self.config
+    size = param.shape.num_elements()
+    return CoordinateState(
+        second_moment=tf.zeros([size], tf.float32),
+        cams=tuple(cam.init([size, c.num_heads], c.num_features, c.value_dim)
+                   for _ in range(c.num_layers)))
+
+  def pack_state(self, state: CoordinateState, shape) -> tf.Tensor:
+    """State -> one float32 tensor [*shape, state_size()] (the slot layout)."""
+    size = state.second_moment.shape[0]
+    parts = [state.second_moment[:, None]]
+    for s in state.cams:
+      parts += [tf.reshape(s.numerator, [size, -1]),
+                tf.reshape(s.normalizer, [size, -1]),
+                tf.reshape(s.log_scale, [size, -1])]
+    return tf.reshape(tf.concat(parts, axis=-1), list(shape) + [self.state_size()])
+
+  def unpack_state(self, packed: tf.Tensor) -> CoordinateState:
+    """Inverse of `pack_state`."""
+    c = self.config
+    packed = tf.reshape(packed, [-1, self.state_size()])  # [P, S]
+    sizes = [1] + [c.num_heads * c.num_features * c.value_dim,
+                   c.num_heads * c.num_features, c.num_heads] * c.num_layers
+    parts = tf.split(packed, sizes, axis=-1)
+    cams = []
+    for l in range(c.num_layers):
+      num, den, log_scale = parts[1 + 3 * l: 4 + 3 * l]
+      cams.append(cam.CamState(
+          numerator=tf.reshape(num, [-1, c.num_heads, c.num_features, c.value_dim]),
+          normalizer=tf.reshape(den, [-1, c.num_heads, c.num_features]),
+          log_scale=log_scale))
+    return CoordinateState(second_moment=parts[0][:, 0], cams=tuple(cams))
+
+  # ---------------------------------------------------------------- update
+  def apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
+            param: tf.Tensor, step, learning_rate=1.0, weight_decay=0.0):
+    """One optimizer step for one tensor.
+
+    Args:
+      theta: network weights (`theta_shapes`).
+      state: this tensor's state (from `init_state` or a previous `apply`).
+      grad: gradient, any shape; computed in float32.
+      param: the parameter (same shape), used for weight decay.
+      step: this step's 1-based count t.
+      learning_rate: multiplier of the learned step size.
+      weight_decay: decoupled weight decay per unit learning rate.
+
+    Returns:
+      (update, new_state): the float32 update to add to `param` (grad's shape)
+      and the new state.
+    """
+    c = self.config
+    shape = tf.shape(grad)
+    g = tf.reshape(tf.cast(grad, tf.float32), [-1])  # [P]
+    second_moment = features.update_second_moment(state.second_moment, g, c.beta2)
+    x = features.gradient_features(g, second_moment, step, c.beta2,
+                                   c.preprocessing_k)  # [P, F]
+    layer_input = x
+    cams = []
+    for l, memory in enumerate(state.cams):
+      query = tf.einsum("pf,fhk->phk", layer_input, theta[f"cam{l}/query"])  # [P, H, K]
+      key = tf.einsum("pf,fhk->phk", layer_input, theta[f"cam{l}/key"])  # [P, H, K]
+      value = tf.einsum("pf,fhv->phv", layer_input, theta[f"cam{l}/value"])  # [P, H, V]
+      projection = theta[f"cam{l}/projection"]  # [R, K]
+      key_features, key_log_scale = random_features.positive_features(
+          key, projection, c.feature_kind)  # [P, H, M], [P, H]
+      query_features, _ = random_features.positive_features(
+          query, projection, c.feature_kind)  # [P, H, M]
+      memory = cam.update(memory, key_features, key_log_scale, value,
+                          tf.exp(theta[f"cam{l}/log_tau"]))
+      cams.append(memory)
+      readout = cam.read(memory, query_features)  # [P, H, V]
+      layer_input = tf.concat(
+          [x, tf.reshape(readout, [-1, c.num_heads * c.value_dim])], axis=-1)
+    hidden = tf.nn.relu(tf.matmul(layer_input, theta["head/w1"]) + theta["head/b1"])
+    direction = tf.linalg.matvec(hidden, theta["head/w2"]) + theta["head/b2"]  # [P]
+    rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
+    learning_rate = tf.cast(learning_rate, tf.float32)
+    update = (-learning_rate * tf.exp(theta["log_step_size"])
+              * direction / tf.maximum(rms, 1e-12))
+    update -= learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
+        tf.cast(param, tf.float32), [-1])
+    return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams))
+
+  def guarded_apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
+                    param: tf.Tensor, step, learning_rate=1.0, weight_decay=0.0):
+    """`apply`, skipped for a non-finite gradient.
+
+    Policy: if any entry of `grad` is NaN or Inf the tensor is skipped this step:
+    the update is exactly zero and the state is returned unchanged (no NaN can
+    reach the parameter or the memory). Other tensors are unaffected.
+    """
+    update, new_state = self.apply(theta, state, grad, param, step,
+                                   learning_rate, weight_decay)
+    finite = tf.reduce_all(tf.math.is_finite(grad))
+    update = tf.where(finite, update, tf.zeros_like(update))
+    new_state = tf.nest.map_structure(
+        lambda new, old: tf.where(finite, new, old), new_state, state)
+    return update, new_state

@@ -1,0 +1,105 @@
+"""Mnemosyne as a Keras 3 optimizer: `model.compile(optimizer=Mnemosyne())`.
+
+A thin shell over `rule.MnemosyneRule` (itself over the pure `core/`): `build`
+creates one float32 slot per model variable, in variable order, holding that
+variable's packed CAM state; `update_step` calls the core and assigns.
+"""
+
+import keras
+import tensorflow as tf
+
+from mnemosyne_tf import rule as rule_lib
+from mnemosyne_tf import weights as weights_lib
+
+
+@keras.saving.register_keras_serializable(package="mnemosyne_tf")
+class Mnemosyne(keras.optimizers.Optimizer):
+  """The Mnemosyne learned optimizer (Jain, Choromanski et al., NeurIPS 2023).
+
+  Each coordinate's whole gradient history is kept in a Compact Associative
+  Memory (discounted Performer attention in O(1) memory); a network with
+  meta-learned weights maps it to an update, normalized per tensor so that its
+  RMS is `learning_rate * step_size`, where step_size is part of the weights.
+
+  There is no learning rate to tune: `learning_rate` is a dimensionless
+  multiplier of the learned step, 1.0 by default. Pass a schedule (e.g.
+  `keras.optimizers.schedules.CosineDecay(1.0, decay_steps)`) to anneal it.
+  `weight_decay` is decoupled and per step: a variable shrinks by
+  `learning_rate * weight_decay * variable`, inside the same guarded update.
+
+  Non-finite gradients: if a variable's gradient has any NaN or Inf, that
+  variable and its state are left unchanged this step (others still update).
+
+  Args:
+    learning_rate: multiplier of the learned step size (float > 0, schedule or
+      callable).
+    weights: a shipped weights name (see `mnemosyne_tf.weights.SHIPPED`) or the
+      path of a weights file written by the meta-training binary.
+    mode: "coordinate" (coordinate-wise Mnemosyne).
+    weights_sha256: if given, the weights must have this checksum (set by
+      `get_config`, so a restored optimizer refuses changed weights).
+    weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+    ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps,
+    name: as for every Keras optimizer.
+  """
+
+  def __init__(self, learning_rate=1.0, weights=weights_lib.DEFAULT_WEIGHTS,
+               mode="coordinate", weights_sha256=None, weight_decay=None,
+               clipnorm=None, clipvalue=None, global_clipnorm=None,
+               use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
+               loss_scale_factor=None, gradient_accumulation_steps=None,
+               name="mnemosyne", **kwargs):
+    # Everything is checked before the base class creates its first variable.
+    rule_lib.check_arguments(learning_rate, weights, mode, weight_decay)
+    if isinstance(learning_rate, int):
+      learning_rate = float(learning_rate)
+    rule = rule_lib.MnemosyneRule(weights, weights_sha256)
+    super().__init__(
+        learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+        clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
+        ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
+    self._rule = rule
+    self.mode = mode
+
+  @property
+  def state_floats_per_parameter(self) -> int:
+    """Optimizer-state float32 values kept per model parameter."""
+    return self._rule.network.state_size()
+
+  def build(self, var_list):
+    if self.built:
+      return
+    super().build(var_list)
+    strategy = tf.distribute.get_strategy()
+    self._states = []
+    for var in var_list:
+      shape = tuple(var.shape)
+      with strategy.extended.colocate_vars_with(var.value):
+        self._states.append(self.add_variable(
+            shape=self._rule.slot_shape(shape),
+            initializer=lambda s, dtype=None, shape=shape: self._rule.initial_slot(shape),
+            dtype="float32",
+            name=f"{var.path.replace('/', '_')}_mnemosyne_state"))
+
+  def update_step(self, gradient, variable, learning_rate):
+    state = self._states[self._get_variable_index(variable)]
+    weight_decay = self.weight_decay if (
+        self.weight_decay and self._use_weight_decay(variable)) else 0.0
+    update, new_state = self._rule.step(
+        tf.convert_to_tensor(state), gradient, tf.convert_to_tensor(variable),
+        self.iterations + 1,
+        learning_rate, weight_decay)
+    self.assign(state, new_state)
+    self.assign_add(variable, update)
+
+  def _apply_weight_decay(self, variables):
+    # Weight decay is part of `update_step` (so a skipped step skips it too).
+    return
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"weights": self._rule.weights, "mode": self.mode,
+                   "weights_sha256": self._rule.sha256})
+    return config

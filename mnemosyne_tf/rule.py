@@ -1,0 +1,96 @@
+"""The framework-neutral optimizer rule both front ends share.
+
+`MnemosyneRule` turns a weights file into the coordinate-wise network plus theta
+(as constants: the optimizer never trains theta), defines the layout of the one
+float32 slot each model variable gets ([*var.shape, state_size]), and performs
+one guarded step on that slot. The Keras 3 (`optimizer.py`) and tf_keras
+(`tf_keras_optimizer.py`) classes only create the slots and assign the results.
+"""
+
+import math
+import numbers
+
+import tensorflow as tf
+
+from mnemosyne_tf import weights as weights_lib
+from mnemosyne_tf.core import network
+
+MODES = ("coordinate",)
+
+
+def check_arguments(learning_rate, weights, mode, weight_decay):
+  """Validates the Mnemosyne-specific constructor arguments (ValueError)."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  weights_lib.resolve(weights)
+  if isinstance(learning_rate, bool) or (
+      not isinstance(learning_rate, numbers.Real) and not callable(learning_rate)):
+    raise ValueError("learning_rate must be a positive float multiplier, a "
+                     f"LearningRateSchedule or a callable, got {learning_rate!r}")
+  if isinstance(learning_rate, numbers.Real) and not (
+      math.isfinite(learning_rate) and learning_rate > 0):
+    raise ValueError(f"learning_rate must be a finite float > 0, got {learning_rate!r}")
+  if weight_decay is not None and (
+      isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+      or not math.isfinite(weight_decay) or weight_decay < 0):
+    raise ValueError(f"weight_decay must be None or a float >= 0, got {weight_decay!r}")
+
+
+class MnemosyneRule:
+  """Network + theta loaded from `weights`, and the per-variable step."""
+
+  def __init__(self, weights: str, expected_sha256: str = None):
+    loaded = weights_lib.load_weights(weights)
+    if expected_sha256 is not None and loaded.sha256 != expected_sha256:
+      raise weights_lib.WeightsError(
+          f"weights {weights!r} ({loaded.path}) have sha256 {loaded.sha256}, but "
+          f"the optimizer config expects {expected_sha256}: the weights changed "
+          "since the optimizer was saved")
+    if loaded.network != "coordinate":
+      raise weights_lib.WeightsError(
+          f"weights file {loaded.path!r} is for network {loaded.network!r}; this "
+          "version supports 'coordinate'")
+    try:
+      config = network.CoordinateConfig.from_dict(loaded.config)
+      self.network = network.CoordinateWiseNetwork(config)
+      self.network.check_theta(loaded.theta, source=f"weights file {loaded.path!r}")
+    except (TypeError, ValueError) as e:
+      raise weights_lib.WeightsError(
+          f"weights file {loaded.path!r} does not match its config: {e}") from e
+    self.weights = weights
+    self.sha256 = loaded.sha256
+    self.provenance = loaded.provenance
+    self.theta = {name: tf.constant(value, tf.float32)
+                  for name, value in loaded.theta.items()}
+
+  def slot_shape(self, var_shape):
+    return list(var_shape) + [self.network.state_size()]
+
+  def initial_slot(self, var_shape) -> tf.Tensor:
+    """The packed empty state for a variable of `var_shape`."""
+    state = self.network.init_state(tf.zeros(var_shape))
+    return self.network.pack_state(state, var_shape)
+
+  def step(self, slot, grad, param, step, learning_rate, weight_decay):
+    """One guarded update of one variable.
+
+    Args:
+      slot: the variable's packed state (value).
+      grad: its gradient (dense or tf.IndexedSlices; any float dtype).
+      param: its value.
+      step: 1-based step count.
+      learning_rate: the multiplier (tensor).
+      weight_decay: decoupled weight decay (0 for none).
+
+    Returns:
+      (update in param's dtype, new packed slot).
+    """
+    if isinstance(grad, tf.IndexedSlices):
+      # Dense semantics: rows without a gradient see g = 0 this step (their
+      # memories decay), exactly as if the gradient had been dense.
+      grad = tf.convert_to_tensor(grad)
+    state = self.network.unpack_state(slot)
+    update, new_state = self.network.guarded_apply(
+        self.theta, state, grad, param, step, learning_rate, weight_decay)
+    new_slot = self.network.pack_state(new_state, param.shape)
+    return tf.cast(update, param.dtype), new_slot

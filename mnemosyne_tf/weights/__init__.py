@@ -1,0 +1,42 @@
+"""Weights shipped inside the package, and loading them by name or path.
+
+`SHIPPED` maps each name to its file in this folder; each file has a card
+(`<name>.md`) saying how it was made. `DEFAULT_WEIGHTS` is what `Mnemosyne()`
+loads with no arguments.
+"""
+
+import os
+
+from mnemosyne_tf.weights.file_format import Weights, WeightsError, load, save
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name -> file in this folder
+SHIPPED = {
+    # Not meta-trained: a hand-set theta that is normalized momentum
+    # (see hand_set_v0.md). The default until meta-trained weights ship.
+    "hand_set_v0": "hand_set_v0.npz",
+}
+DEFAULT_WEIGHTS = "hand_set_v0"
+
+
+def resolve(name_or_path: str) -> str:
+  """Path of a shipped weights name, or `name_or_path` itself if it is a path."""
+  if not isinstance(name_or_path, str) or not name_or_path:
+    raise ValueError(f"weights must be a shipped name {sorted(SHIPPED)} or a file "
+                     f"path, got {name_or_path!r}")
+  if name_or_path in SHIPPED:
+    return os.path.join(_HERE, SHIPPED[name_or_path])
+  if os.path.sep in name_or_path or name_or_path.endswith(".npz"):
+    return name_or_path
+  raise ValueError(f"unknown weights {name_or_path!r}: not a shipped name "
+                   f"{sorted(SHIPPED)} and not a path to a .npz file")
+
+
+def load_weights(name_or_path: str = DEFAULT_WEIGHTS) -> Weights:
+  """Loads and verifies shipped or user weights (raises WeightsError)."""
+  return load(resolve(name_or_path))
+
+
+__all__ = ["SHIPPED", "DEFAULT_WEIGHTS", "Weights", "WeightsError", "load",
+           "load_weights", "resolve", "save"]
