@@ -1,0 +1,144 @@
+"""Mnemosyne for tf_keras (Keras 2) and tf-models-official's OptimizerFactory.
+
+tf-models-official builds tf_keras optimizers, and tf_keras `compile()` rejects
+Keras 3 optimizers, so this second front end wraps the same `rule.MnemosyneRule`
+(same core, same slot layout, same updates) in the tf_keras optimizer API.
+
+`register_with_official()` (run on import) adds the optimizer type "mnemosyne" to
+official's OptimizerFactory; select it with `MnemosyneOptimizationConfig`:
+
+    config = MnemosyneOptimizationConfig({
+        "optimizer": {"type": "mnemosyne", "mnemosyne": {}},
+        "learning_rate": {"type": "constant", "constant": {"learning_rate": 1.0}}})
+    factory = optimizer_factory.OptimizerFactory(config)
+    opt = factory.build_optimizer(factory.build_learning_rate())
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from official.modeling.optimization import optimizer_factory
+from official.modeling.optimization.configs import optimization_config
+from official.modeling.optimization.configs import optimizer_config
+
+from mnemosyne_tf import rule as rule_lib
+from mnemosyne_tf import weights as weights_lib
+
+OFFICIAL_TYPE = "mnemosyne"
+
+
+@tf_keras.utils.register_keras_serializable(package="mnemosyne_tf")
+class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
+  """tf_keras front end of `mnemosyne_tf.Mnemosyne` (same arguments and meaning).
+
+  `learning_rate` multiplies the learned step size (default 1.0, no tuning);
+  weight decay is decoupled and applied inside the guarded update; a variable
+  with a NaN/Inf gradient is left unchanged with its state.
+  """
+
+  def __init__(self, learning_rate=1.0, weights=weights_lib.DEFAULT_WEIGHTS,
+               mode="coordinate", weights_sha256=None, weight_decay=None,
+               clipnorm=None, clipvalue=None, global_clipnorm=None,
+               use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
+               jit_compile=True, name="mnemosyne", **kwargs):
+    rule_lib.check_arguments(learning_rate, weights, mode, weight_decay)
+    self._rule = rule_lib.MnemosyneRule(weights, weights_sha256)
+    super().__init__(
+        name=name, weight_decay=weight_decay, clipnorm=clipnorm,
+        clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
+        ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
+        jit_compile=jit_compile, **kwargs)
+    self._learning_rate = self._build_learning_rate(learning_rate)
+    self.mode = mode
+
+  @property
+  def state_floats_per_parameter(self) -> int:
+    return self._rule.network.state_size()
+
+  def build(self, var_list):
+    super().build(var_list)
+    if getattr(self, "_built", False):
+      return
+    self._built = True
+    strategy = tf.distribute.get_strategy()
+    self._states = []
+    for var in var_list:
+      shape = tuple(var.shape)
+      with strategy.extended.colocate_vars_with(var):
+        self._states.append(self.add_variable(
+            shape=self._rule.slot_shape(shape),
+            dtype=tf.float32,
+            initializer=lambda s, dtype=None, shape=shape: self._rule.initial_slot(shape),
+            name=f"mnemosyne_state/{var._shared_name}"))
+
+  def update_step(self, gradient, variable):
+    state = self._states[self._index_dict[self._var_key(variable)]]
+    weight_decay = self.weight_decay if (
+        self.weight_decay and self._use_weight_decay(variable)) else 0.0
+    update, new_state = self._rule.step(
+        state, gradient, variable, self.iterations + 1, self.learning_rate,
+        weight_decay)
+    state.assign(new_state)
+    variable.assign_add(update)
+
+  def _apply_weight_decay(self, variables):
+    # Weight decay is part of `update_step` (so a skipped step skips it too).
+    return
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "learning_rate": _plain(self._serialize_hyperparameter(self._learning_rate)),
+        "weights": self._rule.weights, "mode": self.mode,
+        "weights_sha256": self._rule.sha256})
+    return config
+
+
+def _plain(value):
+  """NumPy scalars -> Python floats, so configs stay JSON/YAML-serializable."""
+  return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclasses.dataclass
+class MnemosyneConfig(optimizer_config.BaseOptimizerConfig):
+  """Official optimizer config of Mnemosyne (fields = constructor arguments).
+
+  Attributes:
+    name: optimizer name.
+    weights: shipped weights name or weights file path.
+    mode: "coordinate".
+    weight_decay: decoupled weight decay per step (0 for none).
+  """
+  name: str = "mnemosyne"
+  weights: str = weights_lib.DEFAULT_WEIGHTS
+  mode: str = "coordinate"
+  weight_decay: float = 0.0
+
+
+@dataclasses.dataclass
+class MnemosyneOptimizerConfig(optimization_config.OptimizerConfig):
+  """official's optimizer oneof, plus `mnemosyne`."""
+  mnemosyne: MnemosyneConfig = dataclasses.field(default_factory=MnemosyneConfig)
+
+
+@dataclasses.dataclass
+class MnemosyneOptimizationConfig(optimization_config.OptimizationConfig):
+  """official's OptimizationConfig whose optimizer oneof includes `mnemosyne`."""
+  optimizer: MnemosyneOptimizerConfig = dataclasses.field(
+      default_factory=MnemosyneOptimizerConfig)
+
+
+def register_with_official() -> None:
+  """Registers type "mnemosyne" in OptimizerFactory (legacy and new tables)."""
+  for use_legacy, table in ((True, optimizer_factory.LEGACY_OPTIMIZERS_CLS),
+                            (False, optimizer_factory.NEW_OPTIMIZERS_CLS)):
+    if table.get(OFFICIAL_TYPE) is not MnemosyneTfKeras:
+      table.pop(OFFICIAL_TYPE, None)
+      optimizer_factory.register_optimizer_cls(
+          OFFICIAL_TYPE, MnemosyneTfKeras, use_legacy_optimizer=use_legacy)
+
+
+register_with_official()
