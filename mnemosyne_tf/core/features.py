@@ -17,6 +17,9 @@ import math
 import tensorflow as tf
 
 NUM_FEATURES = 3
+# Gradients are clipped to +/- this before featurization so that g^2 (and the
+# second moment) stays finite in float32; it changes no feature below it.
+MAX_ABS_GRADIENT = 1e15
 FEATURE_NAMES = ("normalized_gradient", "log_magnitude", "sign")
 
 

@@ -162,7 +162,7 @@ class CoordinateWiseNetwork:
       elif name.split("/")[-1].startswith("b"):
         theta[name] = tf.zeros(shape, tf.float32)
       else:
-        theta[name] = scale * tf.random.stateless_normal(shape, [seed, i], tf.float32)
+        theta[name] = scale * tf.random.stateless_normal(shape, [seed, i], dtype=tf.float32)
     return theta
 
   def hand_set_theta(self, momentum: float = 0.9, step_size: float = 1e-3) -> Theta:
@@ -276,6 +276,7 @@ class CoordinateWiseNetwork:
     c = self.config
     shape = tf.shape(grad)
     g = tf.reshape(tf.cast(grad, tf.float32), [-1])  # [P]
+    g = tf.clip_by_value(g, -features.MAX_ABS_GRADIENT, features.MAX_ABS_GRADIENT)
     second_moment = features.update_second_moment(state.second_moment, g, c.beta2)
     x = features.gradient_features(g, second_moment, step, c.beta2,
                                    c.preprocessing_k)  # [P, F]

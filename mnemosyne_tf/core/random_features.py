@@ -70,7 +70,10 @@ def orthogonal_gaussian_projection(num_rows: int, dim: int, seed,
   for b in range(num_blocks):
     block_seed = tf.random.experimental.stateless_fold_in(seed, b)
     gaussian = tf.random.stateless_normal([dim, dim], block_seed, dtype=tf.float64)
-    q, _ = tf.linalg.qr(gaussian)  # [dim, dim], orthonormal columns
+    q, r = tf.linalg.qr(gaussian)  # [dim, dim], orthonormal columns
+    # Fixing the signs by diag(R) makes Q Haar-distributed (uniformly random
+    # rotation); without it the directions are biased.
+    q = q * tf.sign(tf.linalg.diag_part(r))[None, :]
     blocks.append(tf.transpose(q))  # rows orthonormal
   directions = tf.concat(blocks, axis=0)[:num_rows]  # [R, d]
   norm_seed = tf.random.experimental.stateless_fold_in(seed, num_blocks)

@@ -1,0 +1,175 @@
+"""Tests of core/network.py: the coordinate-wise learned optimizer."""
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from mnemosyne_tf.core import network
+from tests import testing
+
+
+def normalized_momentum_reference(grads, momentum, step_size, beta2=0.999):
+  """Independent NumPy normalized momentum (what hand_set_theta must equal).
+
+  v_t = beta2 v + (1 - beta2) g^2;  n_t = g / (sqrt(v_t / (1 - beta2^t)) + 1e-8)
+  m_t = momentum m + (1 - momentum) n_t;  m_hat = m_t / (1 - momentum^t)
+  update_t = -step_size * m_hat / rms(m_hat)
+  """
+  v = np.zeros_like(grads[0], np.float64)
+  m = np.zeros_like(grads[0], np.float64)
+  updates = []
+  for t, g in enumerate(grads, start=1):
+    g = g.astype(np.float64)
+    v = beta2 * v + (1 - beta2) * g ** 2
+    n = g / (np.sqrt(v / (1 - beta2 ** t)) + 1e-8)
+    m = momentum * m + (1 - momentum) * n
+    m_hat = m / (1 - momentum ** t)
+    updates.append(-step_size * m_hat / np.sqrt(np.mean(m_hat ** 2)))
+  return updates
+
+
+def run(net, theta, grads, param=None, learning_rate=1.0, weight_decay=0.0):
+  param = tf.zeros(grads[0].shape) if param is None else param
+  state = net.init_state(param)
+  updates = []
+  for t, g in enumerate(grads, start=1):
+    update, state = net.apply(theta, state, tf.constant(g), param, t,
+                              learning_rate, weight_decay)
+    updates.append(update)
+  return updates, state
+
+
+class NetworkTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_hand_set_theta_is_normalized_momentum(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig())
+    grads = testing.random_gradients((5, 3), steps=25)
+    updates, _ = run(net, net.hand_set_theta(momentum=0.9, step_size=2e-3), grads)
+    want = normalized_momentum_reference(grads, 0.9, 2e-3)
+    for t, (got, ref) in enumerate(zip(updates, want)):
+      self.assertAllClose(got, ref, rtol=2e-4, atol=1e-8, msg=f"step {t + 1}")
+
+  @parameterized.parameters(1, 2)
+  def test_update_rms_is_bounded_for_extreme_gradients(self, num_layers):
+    """Whatever the gradients (1e-30 .. 1e30) and theta, the update's RMS over
+    the tensor is exactly learning_rate * exp(log_step_size)."""
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(num_layers=num_layers))
+    theta = net.init_theta(seed=1, step_size=1e-2, scale=1.0)
+    rng = np.random.RandomState(0)
+    grads = [(rng.randn(7, 4) * 10.0 ** rng.uniform(-30, 30)).astype(np.float32)
+             for _ in range(150)]
+    updates, state = run(net, theta, grads, learning_rate=0.5)
+    for update in updates:
+      rms = float(tf.sqrt(tf.reduce_mean(tf.square(update))))
+      self.assertAllClose(rms, 0.5 * 1e-2, rtol=1e-4)
+    for tensor in tf.nest.flatten(state):
+      self.assertTrue(np.all(np.isfinite(tensor.numpy())))
+
+  def test_weight_decay_is_decoupled(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig())
+    theta = net.hand_set_theta()
+    param = tf.constant(np.linspace(-1, 1, 12).reshape(3, 4), tf.float32)
+    g = testing.random_gradients((3, 4), 1)
+    plain, _ = run(net, theta, g, param, learning_rate=0.5)
+    decayed, _ = run(net, theta, g, param, learning_rate=0.5, weight_decay=0.1)
+    self.assertAllClose(decayed[0] - plain[0], -0.5 * 0.1 * param, rtol=1e-5)
+
+  def test_theta_gradients_are_finite_and_nonzero_under_xla(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(num_layers=2))
+    theta = net.init_theta(seed=0, scale=0.5)
+    trainable = {k: tf.Variable(v) for k, v in theta.items()
+                 if not k.endswith(network.FIXED_SUFFIXES)}
+    grads = [tf.constant(g) for g in testing.random_gradients((6,), 6)]
+
+    @tf.function(jit_compile=True)
+    def meta_gradient():
+      with tf.GradientTape() as tape:
+        full = dict(theta, **trainable)
+        param = tf.ones([6])
+        state = net.init_state(param)
+        loss = 0.0
+        for t, g in enumerate(grads, start=1):
+          update, state = net.apply(full, state, g, param, t)
+          param = param + update
+          loss += tf.reduce_sum(tf.square(param - 0.5))
+      return tape.gradient(loss, trainable)
+
+    for name, g in meta_gradient().items():
+      self.assertTrue(np.all(np.isfinite(g.numpy())), msg=name)
+      self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0, msg=name)
+
+  def test_xla_and_eager_apply_agree(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig())
+    theta = net.init_theta(seed=2, scale=1.0)
+    param = tf.zeros([4, 5])
+    state = net.init_state(param)
+    compiled = tf.function(net.apply, jit_compile=True)
+    eager_state = xla_state = state
+    for t, g in enumerate(testing.random_gradients((4, 5), 10), start=1):
+      eager_update, eager_state = net.apply(theta, eager_state, g, param, t)
+      xla_update, xla_state = compiled(theta, xla_state, g, param, t)
+      self.assertAllClose(eager_update, xla_update, rtol=1e-5, atol=1e-9)
+
+  def test_pack_unpack_round_trip(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(num_layers=2))
+    param = tf.zeros([3, 2])
+    _, state = run(net, net.init_theta(seed=3), testing.random_gradients((3, 2), 4))
+    packed = net.pack_state(state, [3, 2])
+    self.assertEqual(packed.shape, [3, 2, net.state_size()])
+    for a, b in zip(tf.nest.flatten(net.unpack_state(packed)), tf.nest.flatten(state)):
+      self.assertAllEqual(a, b)
+    self.assertEqual(net.pack_state(net.init_state(param), [3, 2]).shape[-1],
+                     net.state_size())
+
+  def test_state_size_formula(self):
+    c = network.CoordinateConfig(num_layers=2, num_heads=3, num_features=6, value_dim=4)
+    self.assertEqual(network.CoordinateWiseNetwork(c).state_size(),
+                     1 + 2 * 3 * (6 * 4 + 6 + 1))
+
+  def test_guarded_apply_skips_non_finite_gradients(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig())
+    theta = net.hand_set_theta()
+    param = tf.ones([2, 3])
+    _, state = run(net, theta, testing.random_gradients((2, 3), 3), param)
+    for bad in (np.nan, np.inf, -np.inf):
+      g = np.ones([2, 3], np.float32)
+      g[1, 2] = bad
+      update, new_state = net.guarded_apply(theta, state, tf.constant(g), param, 4,
+                                            weight_decay=0.1)
+      self.assertAllEqual(update, tf.zeros([2, 3]))
+      for a, b in zip(tf.nest.flatten(new_state), tf.nest.flatten(state)):
+        self.assertAllEqual(a, b)
+    update, _ = net.guarded_apply(theta, state, tf.ones([2, 3]), param, 4)
+    self.assertGreater(float(tf.reduce_max(tf.abs(update))), 0.0)
+
+  @parameterized.parameters(
+      ("num_layers", 0), ("num_heads", -1), ("key_dim", 1.5), ("value_dim", True),
+      ("num_features", 3), ("feature_kind", "relu"), ("beta2", 1.0),
+      ("preprocessing_k", 0.0), ("hidden_dim", "8"))
+  def test_invalid_config_raises(self, field, value):
+    expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
+    with self.assertRaisesRegex(ValueError, expected):
+      network.CoordinateConfig(**{field: value})
+
+  def test_config_round_trip_and_unknown_fields(self):
+    c = network.CoordinateConfig(num_heads=3, hidden_dim=8)
+    self.assertEqual(network.CoordinateConfig.from_dict(c.to_dict()), c)
+    with self.assertRaisesRegex(ValueError, "unknown CoordinateConfig fields"):
+      network.CoordinateConfig.from_dict(dict(c.to_dict(), bogus=1))
+
+  def test_check_theta_names_the_mismatch(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig())
+    theta = net.hand_set_theta()
+    theta["head/w1"] = tf.zeros([2, 2])
+    with self.assertRaisesRegex(ValueError, r"head/w1.*\(2, 2\)"):
+      net.check_theta(theta, "my file")
+    del theta["head/b1"]
+    with self.assertRaisesRegex(ValueError, "missing.*head/b1"):
+      net.check_theta(theta)
+
+
+if __name__ == "__main__":
+  tf.test.main()
