@@ -47,4 +47,4 @@ def random_gradients(shape, steps: int, seed: int = 0):
   """A gradient stream whose scale varies over 4 orders of magnitude."""
   rng = np.random.RandomState(seed)
   scales = 10.0 ** rng.uniform(-3, 1, size=steps)
-  return [(s * rng.randn(*shape)).astype(np.float32) for s in scales]
+  return [np.asarray(s * rng.randn(*shape), np.float32) for s in scales]
