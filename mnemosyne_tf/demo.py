@@ -17,36 +17,13 @@ import time
 from absl import app
 from absl import flags
 
+from mnemosyne_tf import digits
+
 _EPOCHS = flags.DEFINE_integer("epochs", 30, "Training epochs per optimizer.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "demo_output", "Where to write the PNG and JSON.")
 _JIT = flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the split, the init and the batches.")
-
-
-def load_digits_split(seed: int):
-  """(x_train, y_train, x_test, y_test): digits as [N, 8, 8, 1] floats in [0, 1]."""
-  import numpy as np
-  from sklearn.datasets import load_digits
-  from sklearn.model_selection import train_test_split
-  x, y = load_digits(return_X_y=True)
-  x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
-  x_train, x_test, y_train, y_test = train_test_split(
-      x, y.astype(np.int32), test_size=0.2, random_state=seed, stratify=y)
-  return x_train, y_train, x_test, y_test
-
-
-def build_cnn():
-  import keras
-  return keras.Sequential([
-      keras.Input((8, 8, 1)),
-      keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-      keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-      keras.layers.MaxPooling2D(2),
-      keras.layers.Flatten(),
-      keras.layers.Dense(64, activation="relu"),
-      keras.layers.Dense(10),
-  ], name="digits_cnn")
 
 
 def train(name, optimizer, initial_weights, data, epochs, batch_size, seed, jit_compile):
@@ -58,7 +35,7 @@ def train(name, optimizer, initial_weights, data, epochs, batch_size, seed, jit_
   import keras
   import numpy as np
   x_train, y_train, x_test, y_test = data
-  model = build_cnn()
+  model = digits.build_cnn()
   model.set_weights(initial_weights)
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=jit_compile)
@@ -131,9 +108,9 @@ def run(epochs, batch_size, out_dir, jit_compile, seed):
   import keras
   import mnemosyne_tf
   os.makedirs(out_dir, exist_ok=True)
-  data = load_digits_split(seed)
+  data = digits.load_split(seed)
   keras.utils.set_random_seed(seed)
-  initial_weights = build_cnn().get_weights()
+  initial_weights = digits.build_cnn().get_weights()
   mnemosyne = mnemosyne_tf.Mnemosyne()
   provenance = mnemosyne._rule.provenance
   print(f"Digits CNN, {len(data[0])} train / {len(data[2])} test images, "

@@ -2,7 +2,7 @@
 
 `MnemosyneRule` turns a weights file into the coordinate-wise network plus theta
 (as constants: the optimizer never trains theta), defines the layout of the one
-float32 slot each model variable gets ([*var.shape, state_size]), and performs
+float32 slot each model variable gets ([state_size, *var.shape]), and performs
 one guarded step on that slot. The Keras 3 (`optimizer.py`) and tf_keras
 (`tf_keras_optimizer.py`) classes only create the slots and assign the results.
 """
@@ -64,7 +64,7 @@ class MnemosyneRule:
                   for name, value in loaded.theta.items()}
 
   def slot_shape(self, var_shape):
-    return list(var_shape) + [self.network.state_size()]
+    return [self.network.state_size()] + list(var_shape)
 
   def initial_slot(self, var_shape) -> tf.Tensor:
     """The packed empty state for a variable of `var_shape`."""

@@ -43,15 +43,16 @@ def explicit_attention(q, k, v, w, tau, kind):
 
 
 def run_cam(q, k, v, w, tau, kind):
+  """The library's recurrence over [T, B, d] inputs (core layout: [d, B])."""
   state = cam.init([q.shape[1]], w.shape[0] * (2 if kind == "hyperbolic" else 1),
                    v.shape[-1])
   outs = []
   for t in range(q.shape[0]):
-    kf, kc = rf.positive_features(tf.constant(k[t], tf.float32), w, kind)
-    qf, _ = rf.positive_features(tf.constant(q[t], tf.float32), w, kind)
-    state = cam.update(state, kf, kc, tf.constant(v[t], tf.float32),
+    kf, kc = rf.positive_features(tf.constant(k[t].T, tf.float32), w, kind)
+    qf, _ = rf.positive_features(tf.constant(q[t].T, tf.float32), w, kind)
+    state = cam.update(state, kf, kc, tf.constant(v[t].T, tf.float32),
                        tf.constant(tau, tf.float32))
-    outs.append(cam.read(state, qf).numpy())
+    outs.append(cam.read(state, qf).numpy().T)
   return np.stack(outs), state
 
 
@@ -82,7 +83,7 @@ class CamTest(tf.test.TestCase, parameterized.TestCase):
     """With k = q = 0 every kernel value is equal: the read-out is the
     discounted average sum_s b^(t-s) v_s / sum_s b^(t-s) (bias-corrected EMA)."""
     w = rf.orthogonal_gaussian_projection(2, 2, seed=[0, 0])
-    zeros = tf.zeros([1, 2])
+    zeros = tf.zeros([2, 1])
     kf, kc = rf.positive_features(zeros, w, "hyperbolic")
     state = cam.init([1], 4, 1)
     beta, ema, norm = 0.9, 0.0, 0.0
@@ -93,16 +94,16 @@ class CamTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_empty_memory_reads_zero_and_is_finite(self):
     state = cam.init([3, 2], 4, 5)
-    self.assertEqual(state.numerator.shape, [3, 2, 4, 5])
-    self.assertEqual(state.normalizer.shape, [3, 2, 4])
+    self.assertEqual(state.numerator.shape, [4, 5, 3, 2])
+    self.assertEqual(state.normalizer.shape, [4, 3, 2])
     self.assertEqual(state.log_scale.shape, [3, 2])
-    out = cam.read(state, tf.ones([3, 2, 4]))
-    self.assertAllEqual(out, tf.zeros([3, 2, 5]))
+    out = cam.read(state, tf.ones([4, 3, 2]))
+    self.assertAllEqual(out, tf.zeros([5, 3, 2]))
 
   def test_gradients_flow_to_values_keys_and_tau(self):
     w = rf.orthogonal_gaussian_projection(2, 2, seed=[0, 3])
-    k = tf.Variable(tf.random.stateless_normal([5, 3, 2], [0, 0]))
-    v = tf.Variable(tf.random.stateless_normal([5, 3, 2], [0, 1]))
+    k = tf.Variable(tf.random.stateless_normal([5, 2, 3], [0, 0]))  # [T, d, B]
+    v = tf.Variable(tf.random.stateless_normal([5, 2, 3], [0, 1]))
     tau = tf.Variable(0.3)
     with tf.GradientTape() as tape:
       state = cam.init([3], 4, 2)

@@ -38,11 +38,11 @@ class FeaturesTest(tf.test.TestCase):
     g = tf.constant([[0.5, -2.0], [0.0, 1e-3]])
     v = features.update_second_moment(tf.zeros_like(g), g, 0.999)
     x = features.gradient_features(g, v, 1, 0.999)
-    self.assertEqual(x.shape, [2, 2, features.NUM_FEATURES])
+    self.assertEqual(x.shape, [features.NUM_FEATURES, 2, 2])
     log_magnitude, sign = features.log_sign_preprocessing(g)
-    self.assertAllClose(x[..., 0], features.normalized_gradient(g, v, 1, 0.999))
-    self.assertAllClose(x[..., 1], log_magnitude)
-    self.assertAllClose(x[..., 2], sign)
+    self.assertAllClose(x[0], features.normalized_gradient(g, v, 1, 0.999))
+    self.assertAllClose(x[1], log_magnitude)
+    self.assertAllClose(x[2], sign)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class MirroredStrategyTest(tf.test.TestCase):
       replicas = self.strategy.experimental_local_results(state.value)
       self.assertLen(replicas, 2)
       self.assertAllEqual(replicas[0], replicas[1])
-      self.assertGreater(float(tf.reduce_max(tf.abs(replicas[0][..., 0]))), 0.0)
+      self.assertGreater(float(tf.reduce_max(tf.abs(replicas[0][0]))), 0.0)
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ class SerializationTest(tf.test.TestCase):
     size = opt.state_floats_per_parameter
     self.assertEqual(size, 27)
     self.assertEqual([tuple(s.shape) for s in opt._states],
-                     [tuple(v.shape) + (size,) for v in model.trainable_variables])
+                     [(size,) + tuple(v.shape) for v in model.trainable_variables])
 
 
 if __name__ == "__main__":

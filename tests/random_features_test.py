@@ -58,9 +58,9 @@ class FeatureTest(tf.test.TestCase, parameterized.TestCase):
     for m in (32, 512, 8192):
       rows = rf.num_projections(kind, m)
       w = rf.orthogonal_gaussian_projection(rows, 4, seed=[7, m])
-      phi_x = rf.unstabilized_features(x, w, kind).numpy()
-      phi_y = rf.unstabilized_features(y, w, kind).numpy()
-      estimate = np.sum(phi_x * phi_y, -1)
+      phi_x = rf.unstabilized_features(x.T, w, kind).numpy()  # [m, 64]
+      phi_y = rf.unstabilized_features(y.T, w, kind).numpy()
+      estimate = np.sum(phi_x * phi_y, 0)
       errors.append(np.mean(np.abs(estimate - exact) / exact))
     self.assertLess(errors[2], 0.03, msg=f"errors {errors}")
     self.assertLess(errors[1], errors[0] / 2, msg=f"errors {errors}")
@@ -69,22 +69,23 @@ class FeatureTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("softmax", "hyperbolic")
   def test_stabilized_features_equal_unstabilized_times_scale(self, kind):
     rng = np.random.RandomState(1)
-    x = rng.randn(5, 3, 4).astype(np.float32)
+    x = rng.randn(4, 5, 3).astype(np.float32)  # [d, ...]
     w = rf.orthogonal_gaussian_projection(4, 4, seed=[0, 1])
     features, log_scale = rf.positive_features(x, w, kind)
-    self.assertAllClose(features * tf.exp(log_scale)[..., None],
+    self.assertEqual(features.shape, [4 if kind == "softmax" else 8, 5, 3])
+    self.assertAllClose(features * tf.exp(log_scale)[None],
                         rf.unstabilized_features(x, w, kind), rtol=1e-5)
 
   @parameterized.parameters("softmax", "hyperbolic")
   def test_stabilized_features_finite_for_huge_inputs(self, kind):
-    x = tf.constant([[300.0, -200.0, 50.0, 0.0], [1e4, 1e4, -1e4, 3.0]])
+    x = tf.transpose(tf.constant([[300.0, -200.0, 50.0, 0.0], [1e4, 1e4, -1e4, 3.0]]))
     w = rf.orthogonal_gaussian_projection(4, 4, seed=[0, 2])
     m = 4 if kind == "softmax" else 8
     features, log_scale = rf.positive_features(x, w, kind)
     self.assertTrue(np.all(np.isfinite(features.numpy())))
     self.assertTrue(np.all(np.isfinite(log_scale.numpy())))
     # The largest feature of every token is exactly m^-1/2.
-    self.assertAllClose(tf.reduce_max(features, -1), [1 / math.sqrt(m)] * 2)
+    self.assertAllClose(tf.reduce_max(features, 0), [1 / math.sqrt(m)] * 2)
     self.assertFalse(np.all(np.isfinite(rf.unstabilized_features(x, w, kind).numpy())
                             & (rf.unstabilized_features(x, w, kind).numpy() > 0)))
 

@@ -22,8 +22,10 @@ keys, and the common factor exp(M_t) cancels exactly in the read-out. (A max ove
 the whole history would not be computable online; a per-token max on keys alone
 would change the attention weights.) The read-out divides by max(den, eps).
 
-A state holds a batch of independent memories: all tensors share leading batch
-dims [...] (e.g. [num_params, num_heads]). tau broadcasts against [...].
+A state holds a batch of independent memories: all tensors share trailing batch
+dims [...] (e.g. [num_heads, num_params]) after their feature axes, the layout
+of `random_features` (the batch is the minor, vectorized axis). tau broadcasts
+against [...].
 """
 
 from typing import NamedTuple
@@ -39,8 +41,8 @@ class CamState(NamedTuple):
   """One batch of memories.
 
   Attributes:
-    numerator: [..., m, d_v], N~ = N exp(-M).
-    normalizer: [..., m], Psi~ = Psi exp(-M).
+    numerator: [m, d_v, ...], N~ = N exp(-M).
+    normalizer: [m, ...], Psi~ = Psi exp(-M).
     log_scale: [...], M.
   """
   numerator: tf.Tensor
@@ -53,8 +55,8 @@ def init(batch_shape, num_features: int, value_dim: int,
   """An empty memory for each element of `batch_shape`."""
   batch_shape = list(batch_shape)
   return CamState(
-      numerator=tf.zeros(batch_shape + [num_features, value_dim], dtype),
-      normalizer=tf.zeros(batch_shape + [num_features], dtype),
+      numerator=tf.zeros([num_features, value_dim] + batch_shape, dtype),
+      normalizer=tf.zeros([num_features] + batch_shape, dtype),
       log_scale=tf.fill(batch_shape, tf.constant(EMPTY_LOG_SCALE, dtype)),
   )
 
@@ -65,9 +67,9 @@ def update(state: CamState, key_features: tf.Tensor, key_log_scale: tf.Tensor,
 
   Args:
     state: the memories before this token.
-    key_features: [..., m] stabilized key features phi~(k_t).
+    key_features: [m, ...] stabilized key features phi~(k_t).
     key_log_scale: [...] their log-scale c_t (phi = phi~ exp(c_t)).
-    values: [..., d_v] values v_t.
+    values: [d_v, ...] values v_t.
     tau: discount rate(s) >= 0, broadcastable to [...].
 
   Returns:
@@ -75,11 +77,11 @@ def update(state: CamState, key_features: tf.Tensor, key_log_scale: tf.Tensor,
   """
   decayed = state.log_scale - tau  # [...]
   log_scale = tf.stop_gradient(tf.maximum(decayed, key_log_scale))  # [...]
-  keep = tf.exp(decayed - log_scale)[..., None]  # [..., 1]
-  write = tf.exp(key_log_scale - log_scale)[..., None] * key_features  # [..., m]
-  numerator = (keep[..., None] * state.numerator
-               + write[..., :, None] * values[..., None, :])  # [..., m, d_v]
-  normalizer = keep * state.normalizer + write  # [..., m]
+  keep = tf.exp(decayed - log_scale)  # [...]
+  write = tf.exp(key_log_scale - log_scale) * key_features  # [m, ...]
+  numerator = (keep * state.numerator
+               + write[:, None] * values[None, :])  # [m, d_v, ...]
+  normalizer = keep * state.normalizer + write  # [m, ...]
   return CamState(numerator, normalizer, log_scale)
 
 
@@ -88,13 +90,13 @@ def read(state: CamState, query_features: tf.Tensor, eps: float = 1e-12) -> tf.T
 
   Args:
     state: the memories.
-    query_features: [..., m] query features phi(q_t) (any positive scale: it
+    query_features: [m, ...] query features phi(q_t) (any positive scale: it
       cancels).
     eps: floor of the denominator; an empty or vanishing memory reads ~0.
 
   Returns:
-    [..., d_v] read-out.
+    [d_v, ...] read-out.
   """
-  numerator = tf.einsum("...m,...mv->...v", query_features, state.numerator)  # [..., d_v]
-  denominator = tf.einsum("...m,...m->...", query_features, state.normalizer)  # [...]
-  return numerator / tf.maximum(denominator, eps)[..., None]
+  numerator = tf.reduce_sum(query_features[:, None] * state.numerator, axis=0)  # [d_v, ...]
+  denominator = tf.reduce_sum(query_features * state.normalizer, axis=0)  # [...]
+  return numerator / tf.maximum(denominator, eps)

@@ -46,7 +46,8 @@ def log_sign_preprocessing(grad: tf.Tensor, k: float = 5.0, eps: float = 1e-20):
 
 def gradient_features(grad: tf.Tensor, second_moment: tf.Tensor, step,
                       beta2: float, k: float = 5.0) -> tf.Tensor:
-  """Stacks the features of every coordinate: [...] -> [..., NUM_FEATURES].
+  """Stacks the features of every coordinate: [...] -> [NUM_FEATURES, ...]
+  (feature axis first, the layout of the rest of core/).
 
   `second_moment` must already include this step's gradient
   (`update_second_moment`).
@@ -54,4 +55,4 @@ def gradient_features(grad: tf.Tensor, second_moment: tf.Tensor, step,
   log_magnitude, sign = log_sign_preprocessing(grad, k)
   return tf.stack(
       [normalized_gradient(grad, second_moment, step, beta2), log_magnitude, sign],
-      axis=-1)
+      axis=0)

@@ -16,7 +16,7 @@ dimensionless multiplier (1.0 = the meta-learned step size); weight decay is
 decoupled and scaled like in AdamW's schedule multiplier.
 
 Layer l of the CAM stack, with H heads, reads input u (x_t for l = 0, else x_t
-concatenated with the previous layer's read-out):
+concatenated with the previous layer's read-out, flattened value-major):
     q = u W_Q, k = u W_K, v = u W_V (per head), tau = exp(log_tau) (per head).
 
 `CoordinateWiseNetwork` only holds the static config; `init_theta`, `init_state`
@@ -98,7 +98,7 @@ class CoordinateState(NamedTuple):
 
   Attributes:
     second_moment: [P] EMA of g^2.
-    cams: one `cam.CamState` per layer, batch [P, num_heads].
+    cams: one `cam.CamState` per layer, batch [num_heads, P].
   """
   second_moment: tf.Tensor
   cams: Tuple[cam.CamState, ...]
@@ -192,7 +192,7 @@ class CoordinateWiseNetwork:
     value[0][0][0] = 1.0  # head 0, value 0 <- normalized gradient
     theta["cam0/value"] = tf.constant(value, tf.float32)
     w1 = [[0.0] * c.hidden_dim for _ in range(self._head_input_dim)]
-    readout = features.NUM_FEATURES  # index of head 0, value 0 in the head input
+    readout = features.NUM_FEATURES  # head input row of (value 0, head 0): v * H + h
     w1[readout][0], w1[readout][1] = 1.0, -1.0
     theta["head/w1"] = tf.constant(w1, tf.float32)
     theta["head/w2"] = tf.constant([1.0, -1.0] + [0.0] * (c.hidden_dim - 2), tf.float32)
@@ -226,34 +226,38 @@ class CoordinateWiseNetwork:
     size = param.shape.num_elements()
     return CoordinateState(
         second_moment=tf.zeros([size], tf.float32),
-        cams=tuple(cam.init([size, c.num_heads], c.num_features, c.value_dim)
+        cams=tuple(cam.init([c.num_heads, size], c.num_features, c.value_dim)
                    for _ in range(c.num_layers)))
 
   def pack_state(self, state: CoordinateState, shape) -> tf.Tensor:
-    """State -> one float32 tensor [*shape, state_size()] (the slot layout)."""
+    """State -> one float32 tensor [state_size(), *shape] (the slot layout).
+
+    The state axis leads so that the parameter's own layout (and sharding) is
+    the minor part of the slot.
+    """
     size = state.second_moment.shape[0]
-    parts = [state.second_moment[:, None]]
+    parts = [state.second_moment[None]]
     for s in state.cams:
-      parts += [tf.reshape(s.numerator, [size, -1]),
-                tf.reshape(s.normalizer, [size, -1]),
-                tf.reshape(s.log_scale, [size, -1])]
-    return tf.reshape(tf.concat(parts, axis=-1), list(shape) + [self.state_size()])
+      parts += [tf.reshape(s.numerator, [-1, size]),
+                tf.reshape(s.normalizer, [-1, size]),
+                s.log_scale]
+    return tf.reshape(tf.concat(parts, axis=0), [self.state_size()] + list(shape))
 
   def unpack_state(self, packed: tf.Tensor) -> CoordinateState:
     """Inverse of `pack_state`."""
     c = self.config
-    packed = tf.reshape(packed, [-1, self.state_size()])  # [P, S]
-    sizes = [1] + [c.num_heads * c.num_features * c.value_dim,
-                   c.num_heads * c.num_features, c.num_heads] * c.num_layers
-    parts = tf.split(packed, sizes, axis=-1)
+    packed = tf.reshape(packed, [self.state_size(), -1])  # [S, P]
+    sizes = [1] + [c.num_features * c.value_dim * c.num_heads,
+                   c.num_features * c.num_heads, c.num_heads] * c.num_layers
+    parts = tf.split(packed, sizes, axis=0)
     cams = []
     for l in range(c.num_layers):
       num, den, log_scale = parts[1 + 3 * l: 4 + 3 * l]
       cams.append(cam.CamState(
-          numerator=tf.reshape(num, [-1, c.num_heads, c.num_features, c.value_dim]),
-          normalizer=tf.reshape(den, [-1, c.num_heads, c.num_features]),
+          numerator=tf.reshape(num, [c.num_features, c.value_dim, c.num_heads, -1]),
+          normalizer=tf.reshape(den, [c.num_features, c.num_heads, -1]),
           log_scale=log_scale))
-    return CoordinateState(second_moment=parts[0][:, 0], cams=tuple(cams))
+    return CoordinateState(second_moment=parts[0][0], cams=tuple(cams))
 
   # ---------------------------------------------------------------- update
   def apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
@@ -279,26 +283,27 @@ class CoordinateWiseNetwork:
     g = tf.clip_by_value(g, -features.MAX_ABS_GRADIENT, features.MAX_ABS_GRADIENT)
     second_moment = features.update_second_moment(state.second_moment, g, c.beta2)
     x = features.gradient_features(g, second_moment, step, c.beta2,
-                                   c.preprocessing_k)  # [P, F]
+                                   c.preprocessing_k)  # [F, P]
     layer_input = x
     cams = []
     for l, memory in enumerate(state.cams):
-      query = tf.einsum("pf,fhk->phk", layer_input, theta[f"cam{l}/query"])  # [P, H, K]
-      key = tf.einsum("pf,fhk->phk", layer_input, theta[f"cam{l}/key"])  # [P, H, K]
-      value = tf.einsum("pf,fhv->phv", layer_input, theta[f"cam{l}/value"])  # [P, H, V]
+      query = tf.einsum("fhk,fp->khp", theta[f"cam{l}/query"], layer_input)  # [K, H, P]
+      key = tf.einsum("fhk,fp->khp", theta[f"cam{l}/key"], layer_input)  # [K, H, P]
+      value = tf.einsum("fhv,fp->vhp", theta[f"cam{l}/value"], layer_input)  # [V, H, P]
       projection = theta[f"cam{l}/projection"]  # [R, K]
       key_features, key_log_scale = random_features.positive_features(
-          key, projection, c.feature_kind)  # [P, H, M], [P, H]
+          key, projection, c.feature_kind)  # [M, H, P], [H, P]
       query_features, _ = random_features.positive_features(
-          query, projection, c.feature_kind)  # [P, H, M]
-      memory = cam.update(memory, key_features, key_log_scale, value,
-                          tf.exp(theta[f"cam{l}/log_tau"]))
+          query, projection, c.feature_kind)  # [M, H, P]
+      tau = tf.exp(theta[f"cam{l}/log_tau"])[:, None]  # [H, 1]
+      memory = cam.update(memory, key_features, key_log_scale, value, tau)
       cams.append(memory)
-      readout = cam.read(memory, query_features)  # [P, H, V]
+      readout = cam.read(memory, query_features)  # [V, H, P]
       layer_input = tf.concat(
-          [x, tf.reshape(readout, [-1, c.num_heads * c.value_dim])], axis=-1)
-    hidden = tf.nn.relu(tf.matmul(layer_input, theta["head/w1"]) + theta["head/b1"])
-    direction = tf.linalg.matvec(hidden, theta["head/w2"]) + theta["head/b2"]  # [P]
+          [x, tf.reshape(readout, [c.value_dim * c.num_heads, -1])], axis=0)
+    hidden = tf.nn.relu(tf.matmul(theta["head/w1"], layer_input, transpose_a=True)
+                        + theta["head/b1"][:, None])  # [hidden, P]
+    direction = tf.linalg.matvec(hidden, theta["head/w2"], transpose_a=True) + theta["head/b2"]  # [P]
     rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
     learning_rate = tf.cast(learning_rate, tf.float32)
     update = (-learning_rate * tf.exp(theta["log_step_size"])

@@ -14,6 +14,11 @@ Everything here is a pure function of its arguments: the projection is drawn
 statelessly from an explicit seed, so the same seed always gives the same
 features (a CAM state is only meaningful for the projection that built it).
 
+Layout: the feature axis leads and the batch trails (x is [d, ...], features are
+[m, ...]). Mnemosyne's batches are huge (one token per parameter) while d and m
+are tiny, so elementwise work must vectorize over the batch: as the minor axis it
+fills SIMD registers on CPU and is not padded to the 128 lanes of a TPU tile.
+
 Numerical safety: `phi` is returned as stabilized features phi~ = phi exp(-c) with
 c = max_i a_i(x) the per-token maximum exponent, together with c itself. A caller
 either lets c cancel (a query: it scales numerator and denominator alike) or keeps
@@ -87,19 +92,19 @@ def feature_exponents(x: tf.Tensor, projection: tf.Tensor, kind: str) -> tf.Tens
   """The exponents a(x) with phi_i(x) = m^-1/2 exp(a_i(x)).
 
   Args:
-    x: [..., d] inputs.
+    x: [d, ...] inputs (feature axis first).
     projection: [R, d] projection matrix.
     kind: "softmax" (m = R) or "hyperbolic" (m = 2R).
 
   Returns:
-    [..., m] exponents.
+    [m, ...] exponents.
   """
-  wx = tf.einsum("...d,rd->...r", x, projection)  # [..., R]
-  half_sq_norm = 0.5 * tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)  # [..., 1]
+  wx = tf.tensordot(projection, x, axes=[[1], [0]])  # [R, ...]
+  half_sq_norm = 0.5 * tf.reduce_sum(tf.square(x), axis=0, keepdims=True)  # [1, ...]
   if kind == "softmax":
     return wx - half_sq_norm
   if kind == "hyperbolic":
-    return tf.concat([wx, -wx], axis=-1) - half_sq_norm
+    return tf.concat([wx, -wx], axis=0) - half_sq_norm
   raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, got {kind!r}")
 
 
@@ -110,24 +115,24 @@ def positive_features(x: tf.Tensor, projection: tf.Tensor, kind: str):
   of phi~ lies in (0, m^-1/2] and the largest equals m^-1/2: no overflow for any x.
 
   Args:
-    x: [..., d] inputs.
+    x: [d, ...] inputs.
     projection: [R, d] projection matrix.
     kind: "softmax" or "hyperbolic".
 
   Returns:
-    (features [..., m], log_scale [...]).
+    (features [m, ...], log_scale [...]).
   """
-  exponents = feature_exponents(x, projection, kind)  # [..., m]
-  log_scale = tf.stop_gradient(tf.reduce_max(exponents, axis=-1))  # [...]
-  num_features = exponents.shape[-1]
-  features = tf.exp(exponents - log_scale[..., None]) / math.sqrt(num_features)
+  exponents = feature_exponents(x, projection, kind)  # [m, ...]
+  log_scale = tf.stop_gradient(tf.reduce_max(exponents, axis=0))  # [...]
+  num_features = exponents.shape[0]
+  features = tf.exp(exponents - log_scale[None]) / math.sqrt(num_features)
   return features, log_scale
 
 
 def unstabilized_features(x: tf.Tensor, projection: tf.Tensor, kind: str) -> tf.Tensor:
-  """phi(x) = m^-1/2 exp(a(x)) without stabilization ([..., m]); may overflow.
+  """phi(x) = m^-1/2 exp(a(x)) without stabilization ([m, ...]); may overflow.
 
   For estimators and reference computations on inputs of moderate norm.
   """
   exponents = feature_exponents(x, projection, kind)
-  return tf.exp(exponents) / math.sqrt(exponents.shape[-1])
+  return tf.exp(exponents) / math.sqrt(exponents.shape[0])
