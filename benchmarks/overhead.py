@@ -10,8 +10,11 @@ optimizer-state floats per parameter. Ratios, not absolute times, are the
 result: these machines are shared and noisy.
 """
 
+import os
 import statistics
 import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
