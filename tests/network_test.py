@@ -55,16 +55,20 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(1, 2)
   def test_update_rms_is_bounded_for_extreme_gradients(self, num_layers):
     """Whatever the gradients (1e-30 .. 1e30) and theta, the update's RMS over
-    the tensor is exactly learning_rate * exp(log_step_size)."""
+    the tensor is learning_rate * exp(log_step_size) times a factor in
+    [e^-a, e^a] (a = magnitude_range = 2)."""
     net = network.CoordinateWiseNetwork(network.CoordinateConfig(num_layers=num_layers))
     theta = net.init_theta(seed=1, step_size=1e-2, scale=1.0)
     rng = np.random.RandomState(0)
     grads = [(rng.randn(7, 4) * 10.0 ** rng.uniform(-30, 30)).astype(np.float32)
              for _ in range(150)]
     updates, state = run(net, theta, grads, learning_rate=0.5)
+    factors = []
     for update in updates:
-      rms = float(tf.sqrt(tf.reduce_mean(tf.square(update))))
-      self.assertAllClose(rms, 0.5 * 1e-2, rtol=1e-4)
+      factors.append(float(tf.sqrt(tf.reduce_mean(tf.square(update)))) / (0.5 * 1e-2))
+    self.assertBetween(min(factors), np.exp(-2.0) * (1 - 1e-5), np.exp(2.0))
+    self.assertBetween(max(factors), np.exp(-2.0), np.exp(2.0) * (1 + 1e-5))
+    self.assertGreater(max(factors) / min(factors), 1.01)  # the factor is learned
     for tensor in tf.nest.flatten(state):
       self.assertTrue(np.all(np.isfinite(tensor.numpy())))
 
@@ -148,7 +152,7 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(
       ("num_layers", 0), ("num_heads", -1), ("key_dim", 1.5), ("value_dim", True),
       ("num_features", 3), ("feature_kind", "relu"), ("beta2", 1.0),
-      ("preprocessing_k", 0.0), ("hidden_dim", "8"))
+      ("preprocessing_k", 0.0), ("hidden_dim", "8"), ("magnitude_range", -1.0))
   def test_invalid_config_raises(self, field, value):
     expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
     with self.assertRaisesRegex(ValueError, expected):

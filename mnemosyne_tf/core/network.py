@@ -4,14 +4,17 @@ Every scalar parameter is a token stream of its own (arXiv 2302.01128, Sec. 3.2,
 "coordinate-wise Mnemosyne"): at step t its token is the feature vector
 x_t = gradient_features(g_t) (see `features.py`); one or more CAM layers, shared by
 all coordinates, attend over that coordinate's whole history; an MLP head maps
-the read-out (with x_t) to a direction d_t. The update is normalized per tensor
-(Celo2, arXiv 2602.19142: per-step RMS normalization was the most stable form):
+the read-out (with x_t) to a direction d_t and a magnitude signal s_t. The update
+is normalized per tensor (Celo2, arXiv 2602.19142: per-step RMS normalization
+was the most stable form):
 
-    update_t = -learning_rate * exp(log_step_size) * d_t / max(rms(d_t), eps)
-               - learning_rate * weight_decay * param
+    update_t = -learning_rate * exp(log_step_size) * exp(a * tanh(mean(s_t)))
+               * d_t / max(rms(d_t), eps)  -  learning_rate * weight_decay * param
 
-so its RMS over the tensor is exactly learning_rate * exp(log_step_size): the
-update cannot blow up however long training runs. `learning_rate` is a
+with the mean and rms over the tensor and a = `magnitude_range`. Its RMS is
+learning_rate * step_size times a learned per-tensor factor in [e^-a, e^a] (it
+lets the rule shrink its steps when gradients turn into noise): the update
+cannot blow up however long training runs. `learning_rate` is a
 dimensionless multiplier (1.0 = the meta-learned step size); weight decay is
 decoupled and scaled like in AdamW's schedule multiplier.
 
@@ -33,6 +36,7 @@ import tensorflow as tf
 from mnemosyne_tf.core import cam
 from mnemosyne_tf.core import features
 from mnemosyne_tf.core import random_features
+from mnemosyne_tf.core import state_packing
 
 Theta = Dict[str, tf.Tensor]
 
@@ -55,6 +59,7 @@ class CoordinateConfig:
     beta2: decay of the gradient second moment used by the normalized feature.
     preprocessing_k: k of the log/sign preprocessing.
     projection_seed: seed of the fixed random-feature projection.
+    magnitude_range: a, the bound of the learned per-tensor log step factor.
   """
   num_layers: int = 1
   num_heads: int = 2
@@ -66,6 +71,7 @@ class CoordinateConfig:
   beta2: float = 0.999
   preprocessing_k: float = 5.0
   projection_seed: int = 0
+  magnitude_range: float = 2.0
 
   def __post_init__(self):
     for name in ("num_layers", "num_heads", "key_dim", "num_features",
@@ -77,6 +83,9 @@ class CoordinateConfig:
     random_features.num_projections(self.feature_kind, self.num_features)
     if not 0.0 < self.beta2 < 1.0:
       raise ValueError(f"CoordinateConfig.beta2 must be in (0, 1), got {self.beta2!r}")
+    if not 0 <= self.magnitude_range <= 10:
+      raise ValueError("CoordinateConfig.magnitude_range must be in [0, 10], got "
+                       f"{self.magnitude_range!r}")
     if not self.preprocessing_k > 0:
       raise ValueError("CoordinateConfig.preprocessing_k must be > 0, got "
                        f"{self.preprocessing_k!r}")
@@ -110,6 +119,7 @@ class CoordinateWiseNetwork:
   def __init__(self, config: CoordinateConfig):
     self.config = config
     self._head_input_dim = features.NUM_FEATURES + config.num_heads * config.value_dim
+    self._template = self.init_state(tf.zeros([1]))
 
   # ---------------------------------------------------------------- theta
   def layer_input_dim(self, layer: int) -> int:
@@ -129,8 +139,8 @@ class CoordinateWiseNetwork:
           random_features.num_projections(c.feature_kind, c.num_features), c.key_dim)
     shapes["head/w1"] = (self._head_input_dim, c.hidden_dim)
     shapes["head/b1"] = (c.hidden_dim,)
-    shapes["head/w2"] = (c.hidden_dim,)
-    shapes["head/b2"] = ()
+    shapes["head/w2"] = (c.hidden_dim, 2)  # (direction, magnitude)
+    shapes["head/b2"] = (2,)
     shapes["log_step_size"] = ()
     return shapes
 
@@ -195,7 +205,9 @@ class CoordinateWiseNetwork:
     readout = features.NUM_FEATURES  # head input row of (value 0, head 0): v * H + h
     w1[readout][0], w1[readout][1] = 1.0, -1.0
     theta["head/w1"] = tf.constant(w1, tf.float32)
-    theta["head/w2"] = tf.constant([1.0, -1.0] + [0.0] * (c.hidden_dim - 2), tf.float32)
+    w2 = [[0.0, 0.0] for _ in range(c.hidden_dim)]
+    w2[0][0], w2[1][0] = 1.0, -1.0  # direction = relu(a) - relu(-a); magnitude 0
+    theta["head/w2"] = tf.constant(w2, tf.float32)
     theta["log_step_size"] = tf.constant(math.log(step_size), tf.float32)
     return theta
 
@@ -216,9 +228,7 @@ class CoordinateWiseNetwork:
   # ---------------------------------------------------------------- state
   def state_size(self) -> int:
     """Optimizer-state floats per parameter coordinate."""
-    c = self.config
-    per_head = c.num_features * c.value_dim + c.num_features + 1
-    return 1 + c.num_layers * c.num_heads * per_head
+    return state_packing.state_size(self._template)
 
   def init_state(self, param: tf.Tensor) -> CoordinateState:
     """Empty state for a tensor shaped like `param` (any shape, P coordinates)."""
@@ -230,34 +240,12 @@ class CoordinateWiseNetwork:
                    for _ in range(c.num_layers)))
 
   def pack_state(self, state: CoordinateState, shape) -> tf.Tensor:
-    """State -> one float32 tensor [state_size(), *shape] (the slot layout).
-
-    The state axis leads so that the parameter's own layout (and sharding) is
-    the minor part of the slot.
-    """
-    size = state.second_moment.shape[0]
-    parts = [state.second_moment[None]]
-    for s in state.cams:
-      parts += [tf.reshape(s.numerator, [-1, size]),
-                tf.reshape(s.normalizer, [-1, size]),
-                s.log_scale]
-    return tf.reshape(tf.concat(parts, axis=0), [self.state_size()] + list(shape))
+    """State -> one float32 tensor [state_size(), *shape] (the slot layout)."""
+    return state_packing.pack(state, shape)
 
   def unpack_state(self, packed: tf.Tensor) -> CoordinateState:
     """Inverse of `pack_state`."""
-    c = self.config
-    packed = tf.reshape(packed, [self.state_size(), -1])  # [S, P]
-    sizes = [1] + [c.num_features * c.value_dim * c.num_heads,
-                   c.num_features * c.num_heads, c.num_heads] * c.num_layers
-    parts = tf.split(packed, sizes, axis=0)
-    cams = []
-    for l in range(c.num_layers):
-      num, den, log_scale = parts[1 + 3 * l: 4 + 3 * l]
-      cams.append(cam.CamState(
-          numerator=tf.reshape(num, [c.num_features, c.value_dim, c.num_heads, -1]),
-          normalizer=tf.reshape(den, [c.num_features, c.num_heads, -1]),
-          log_scale=log_scale))
-    return CoordinateState(second_moment=parts[0][0], cams=tuple(cams))
+    return state_packing.unpack(packed, self._template)
 
   # ---------------------------------------------------------------- update
   def apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
@@ -303,10 +291,13 @@ class CoordinateWiseNetwork:
           [x, tf.reshape(readout, [c.value_dim * c.num_heads, -1])], axis=0)
     hidden = tf.nn.relu(tf.matmul(theta["head/w1"], layer_input, transpose_a=True)
                         + theta["head/b1"][:, None])  # [hidden, P]
-    direction = tf.linalg.matvec(hidden, theta["head/w2"], transpose_a=True) + theta["head/b2"]  # [P]
+    out = (tf.matmul(theta["head/w2"], hidden, transpose_a=True)
+           + theta["head/b2"][:, None])  # [2, P]
+    direction, magnitude = out[0], out[1]  # [P], [P]
     rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
+    log_factor = c.magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
     learning_rate = tf.cast(learning_rate, tf.float32)
-    update = (-learning_rate * tf.exp(theta["log_step_size"])
+    update = (-learning_rate * tf.exp(theta["log_step_size"] + log_factor)
               * direction / tf.maximum(rms, 1e-12))
     update -= learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
         tf.cast(param, tf.float32), [-1])
