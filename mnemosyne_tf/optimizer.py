@@ -1,6 +1,6 @@
 """Mnemosyne as a Keras 3 optimizer: `model.compile(optimizer=Mnemosyne())`.
 
-A thin shell over `rule.MnemosyneRule` (itself over the pure `core/`): `build`
+A thin shell over `rule.LearnedRule` (itself over the pure `core/`): `build`
 creates one float32 slot per model variable, in variable order, holding that
 variable's packed CAM state; `update_step` calls the core and assigns.
 """
@@ -12,14 +12,91 @@ from mnemosyne_tf import rule as rule_lib
 from mnemosyne_tf import weights as weights_lib
 
 
+class LearnedOptimizer(keras.optimizers.Optimizer):
+  """A Keras 3 optimizer running any learned-optimizer weights file.
+
+  The network (coordinate-wise Mnemosyne or the LSTM baseline) comes from the
+  weights file. See `Mnemosyne` for the arguments; `weights` has no default;
+  `network_kind`, if given, is the network the weights must be for.
+  """
+
+  def __init__(self, weights, learning_rate=1.0, weights_sha256=None, network_kind=None,
+               weight_decay=None,
+               clipnorm=None, clipvalue=None, global_clipnorm=None,
+               use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
+               loss_scale_factor=None, gradient_accumulation_steps=None,
+               name="learned_optimizer", **kwargs):
+    # Everything is checked before the base class creates its first variable.
+    rule_lib.check_arguments(learning_rate, weights, weight_decay)
+    if isinstance(learning_rate, int):
+      learning_rate = float(learning_rate)
+    rule = rule_lib.LearnedRule(weights, weights_sha256, network_kind)
+    super().__init__(
+        learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
+        clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
+        ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
+        loss_scale_factor=loss_scale_factor,
+        gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
+    self._rule = rule
+
+  @property
+  def state_floats_per_parameter(self) -> int:
+    """Optimizer-state float32 values kept per model parameter."""
+    return self._rule.network.state_size()
+
+  @property
+  def provenance(self) -> dict:
+    """How the weights were made (their file's provenance record)."""
+    return dict(self._rule.provenance)
+
+  def build(self, var_list):
+    if self.built:
+      return
+    super().build(var_list)
+    strategy = tf.distribute.get_strategy()
+    self._states = []
+    for var in var_list:
+      shape = tuple(var.shape)
+      with strategy.extended.colocate_vars_with(var.value):
+        self._states.append(self.add_variable(
+            shape=self._rule.slot_shape(shape),
+            initializer=lambda s, dtype=None, shape=shape: self._rule.initial_slot(shape),
+            dtype="float32",
+            name=f"{var.path.replace('/', '_')}_learned_state"))
+
+  def update_step(self, gradient, variable, learning_rate):
+    state = self._states[self._get_variable_index(variable)]
+    weight_decay = self.weight_decay if (
+        self.weight_decay and self._use_weight_decay(variable)) else 0.0
+    update, new_state = self._rule.step(
+        tf.convert_to_tensor(state), gradient, tf.convert_to_tensor(variable),
+        self.iterations + 1, learning_rate, weight_decay)
+    self.assign(state, new_state)
+    self.assign_add(variable, update)
+
+  def _apply_weight_decay(self, variables):
+    # Weight decay is part of `update_step` (so a skipped step skips it too).
+    return
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"weights": self._rule.weights, "weights_sha256": self._rule.sha256,
+                   "network_kind": self._rule.network.kind})
+    return config
+
+
+keras.saving.register_keras_serializable(package="mnemosyne_tf")(LearnedOptimizer)
+
+
 @keras.saving.register_keras_serializable(package="mnemosyne_tf")
-class Mnemosyne(keras.optimizers.Optimizer):
+class Mnemosyne(LearnedOptimizer):
   """The Mnemosyne learned optimizer (Jain, Choromanski et al., NeurIPS 2023).
 
   Each coordinate's whole gradient history is kept in a Compact Associative
   Memory (discounted Performer attention in O(1) memory); a network with
   meta-learned weights maps it to an update, normalized per tensor so that its
-  RMS is `learning_rate * step_size`, where step_size is part of the weights.
+  RMS is `learning_rate * step_size` times a learned factor bounded in
+  [e^-a, e^a], where step_size and a are part of the weights.
 
   There is no learning rate to tune: `learning_rate` is a dimensionless
   multiplier of the learned step, 1.0 by default. Pass a schedule (e.g.
@@ -44,62 +121,15 @@ class Mnemosyne(keras.optimizers.Optimizer):
   """
 
   def __init__(self, learning_rate=1.0, weights=weights_lib.DEFAULT_WEIGHTS,
-               mode="coordinate", weights_sha256=None, weight_decay=None,
-               clipnorm=None, clipvalue=None, global_clipnorm=None,
-               use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
-               loss_scale_factor=None, gradient_accumulation_steps=None,
-               name="mnemosyne", **kwargs):
-    # Everything is checked before the base class creates its first variable.
-    rule_lib.check_arguments(learning_rate, weights, mode, weight_decay)
-    if isinstance(learning_rate, int):
-      learning_rate = float(learning_rate)
-    rule = rule_lib.MnemosyneRule(weights, weights_sha256)
-    super().__init__(
-        learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=clipnorm,
-        clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
-        ema_momentum=ema_momentum, ema_overwrite_frequency=ema_overwrite_frequency,
-        loss_scale_factor=loss_scale_factor,
-        gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
-    self._rule = rule
+               mode="coordinate", weights_sha256=None, name="mnemosyne", **kwargs):
+    rule_lib.check_arguments(learning_rate, weights, kwargs.get("weight_decay"), mode)
+    super().__init__(weights=weights, learning_rate=learning_rate,
+                     weights_sha256=weights_sha256, network_kind=rule_lib.MODES[mode],
+                     name=name, **kwargs)
     self.mode = mode
-
-  @property
-  def state_floats_per_parameter(self) -> int:
-    """Optimizer-state float32 values kept per model parameter."""
-    return self._rule.network.state_size()
-
-  def build(self, var_list):
-    if self.built:
-      return
-    super().build(var_list)
-    strategy = tf.distribute.get_strategy()
-    self._states = []
-    for var in var_list:
-      shape = tuple(var.shape)
-      with strategy.extended.colocate_vars_with(var.value):
-        self._states.append(self.add_variable(
-            shape=self._rule.slot_shape(shape),
-            initializer=lambda s, dtype=None, shape=shape: self._rule.initial_slot(shape),
-            dtype="float32",
-            name=f"{var.path.replace('/', '_')}_mnemosyne_state"))
-
-  def update_step(self, gradient, variable, learning_rate):
-    state = self._states[self._get_variable_index(variable)]
-    weight_decay = self.weight_decay if (
-        self.weight_decay and self._use_weight_decay(variable)) else 0.0
-    update, new_state = self._rule.step(
-        tf.convert_to_tensor(state), gradient, tf.convert_to_tensor(variable),
-        self.iterations + 1,
-        learning_rate, weight_decay)
-    self.assign(state, new_state)
-    self.assign_add(variable, update)
-
-  def _apply_weight_decay(self, variables):
-    # Weight decay is part of `update_step` (so a skipped step skips it too).
-    return
 
   def get_config(self):
     config = super().get_config()
-    config.update({"weights": self._rule.weights, "mode": self.mode,
-                   "weights_sha256": self._rule.sha256})
+    del config["network_kind"]  # implied by the mode
+    config["mode"] = self.mode
     return config

@@ -1,7 +1,8 @@
 """The framework-neutral optimizer rule both front ends share.
 
-`MnemosyneRule` turns a weights file into the coordinate-wise network plus theta
-(as constants: the optimizer never trains theta), defines the layout of the one
+`LearnedRule` turns a weights file into its network (coordinate-wise Mnemosyne or
+the LSTM baseline, by the file's "network" field) plus theta (as constants: the
+optimizer never trains theta), defines the layout of the one
 float32 slot each model variable gets ([state_size, *var.shape]), and performs
 one guarded step on that slot. The Keras 3 (`optimizer.py`) and tf_keras
 (`tf_keras_optimizer.py`) classes only create the slots and assign the results.
@@ -13,15 +14,30 @@ import numbers
 import tensorflow as tf
 
 from mnemosyne_tf import weights as weights_lib
+from mnemosyne_tf.baselines import lstm
 from mnemosyne_tf.core import network
 
-MODES = ("coordinate",)
+# weights-file network name -> (config class, network class)
+NETWORKS = {
+    "coordinate": (network.CoordinateConfig, network.CoordinateWiseNetwork),
+    "lstm": (lstm.LSTMConfig, lstm.LSTMNetwork),
+}
+# Mnemosyne's modes -> the network each needs.
+MODES = {"coordinate": "coordinate"}
 
 
-def check_arguments(learning_rate, weights, mode, weight_decay):
-  """Validates the Mnemosyne-specific constructor arguments (ValueError)."""
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+def build_network(kind: str, config: dict):
+  """The network of a weights file's `network` name and config dict."""
+  if kind not in NETWORKS:
+    raise ValueError(f"unknown network {kind!r}; known: {sorted(NETWORKS)}")
+  config_cls, network_cls = NETWORKS[kind]
+  return network_cls(config_cls.from_dict(config))
+
+
+def check_arguments(learning_rate, weights, weight_decay, mode=None):
+  """Validates the learned optimizers' own constructor arguments (ValueError)."""
+  if mode is not None and mode not in MODES:
+    raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
   weights_lib.resolve(weights)
   if isinstance(learning_rate, bool) or (
       not isinstance(learning_rate, numbers.Real) and not callable(learning_rate)):
@@ -36,23 +52,28 @@ def check_arguments(learning_rate, weights, mode, weight_decay):
     raise ValueError(f"weight_decay must be None or a float >= 0, got {weight_decay!r}")
 
 
-class MnemosyneRule:
-  """Network + theta loaded from `weights`, and the per-variable step."""
+class LearnedRule:
+  """Network + theta loaded from `weights`, and the per-variable step.
 
-  def __init__(self, weights: str, expected_sha256: str = None):
+  Args:
+    weights: shipped name or path.
+    expected_sha256: if given, the weights must have this checksum.
+    network_kind: if given, the weights must be for this network.
+  """
+
+  def __init__(self, weights: str, expected_sha256: str = None, network_kind: str = None):
     loaded = weights_lib.load_weights(weights)
     if expected_sha256 is not None and loaded.sha256 != expected_sha256:
       raise weights_lib.WeightsError(
           f"weights {weights!r} ({loaded.path}) have sha256 {loaded.sha256}, but "
           f"the optimizer config expects {expected_sha256}: the weights changed "
           "since the optimizer was saved")
-    if loaded.network != "coordinate":
+    if network_kind is not None and loaded.network != network_kind:
       raise weights_lib.WeightsError(
-          f"weights file {loaded.path!r} is for network {loaded.network!r}; this "
-          "version supports 'coordinate'")
+          f"weights file {loaded.path!r} is for network {loaded.network!r}, not "
+          f"{network_kind!r}")
     try:
-      config = network.CoordinateConfig.from_dict(loaded.config)
-      self.network = network.CoordinateWiseNetwork(config)
+      self.network = build_network(loaded.network, loaded.config)
       self.network.check_theta(loaded.theta, source=f"weights file {loaded.path!r}")
     except (TypeError, ValueError) as e:
       raise weights_lib.WeightsError(

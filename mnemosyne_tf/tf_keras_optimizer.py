@@ -1,7 +1,7 @@
 """Mnemosyne for tf_keras (Keras 2) and tf-models-official's OptimizerFactory.
 
 tf-models-official builds tf_keras optimizers, and tf_keras `compile()` rejects
-Keras 3 optimizers, so this second front end wraps the same `rule.MnemosyneRule`
+Keras 3 optimizers, so this second front end wraps the same `rule.LearnedRule`
 (same core, same slot layout, same updates) in the tf_keras optimizer API.
 
 `register_with_official()` (run on import) adds the optimizer type "mnemosyne" to
@@ -44,8 +44,8 @@ class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
                clipnorm=None, clipvalue=None, global_clipnorm=None,
                use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
                jit_compile=True, name="mnemosyne", **kwargs):
-    rule_lib.check_arguments(learning_rate, weights, mode, weight_decay)
-    self._rule = rule_lib.MnemosyneRule(weights, weights_sha256)
+    rule_lib.check_arguments(learning_rate, weights, weight_decay, mode)
+    self._rule = rule_lib.LearnedRule(weights, weights_sha256, rule_lib.MODES[mode])
     super().__init__(
         name=name, weight_decay=weight_decay, clipnorm=clipnorm,
         clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,

@@ -15,7 +15,7 @@ from tests import testing
 
 def core_updates(grads, param, learning_rate=1.0, weight_decay=0.0):
   """The updates computed by the core directly (no Keras), for comparison."""
-  rule = rule_lib.MnemosyneRule(mnemosyne_tf.DEFAULT_WEIGHTS)
+  rule = rule_lib.LearnedRule(mnemosyne_tf.DEFAULT_WEIGHTS)
   net = rule.network
   state = net.init_state(param)
   params = [param]

@@ -35,17 +35,17 @@ import tensorflow as tf
 
 from mnemosyne_tf.core import cam
 from mnemosyne_tf.core import features
+from mnemosyne_tf.core import learned_optimizer
 from mnemosyne_tf.core import random_features
-from mnemosyne_tf.core import state_packing
 
-Theta = Dict[str, tf.Tensor]
+Theta = learned_optimizer.Theta
 
 # theta entries that are fixed for the life of a state and never meta-trained.
 FIXED_SUFFIXES = ("/projection",)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinateConfig:
+class CoordinateConfig(learned_optimizer.ConfigDict):
   """Static sizes and constants of the coordinate-wise network.
 
   Attributes:
@@ -90,17 +90,6 @@ class CoordinateConfig:
       raise ValueError("CoordinateConfig.preprocessing_k must be > 0, got "
                        f"{self.preprocessing_k!r}")
 
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, values: dict) -> "CoordinateConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ValueError(f"unknown CoordinateConfig fields: {unknown}")
-    return cls(**values)
-
 
 class CoordinateState(NamedTuple):
   """Optimizer state of one tensor with P coordinates.
@@ -113,13 +102,15 @@ class CoordinateState(NamedTuple):
   cams: Tuple[cam.CamState, ...]
 
 
-class CoordinateWiseNetwork:
+class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
   """The coordinate-wise learned optimizer for one `CoordinateConfig`."""
 
+  kind = "coordinate"
+  fixed_suffixes = FIXED_SUFFIXES
+
   def __init__(self, config: CoordinateConfig):
-    self.config = config
     self._head_input_dim = features.NUM_FEATURES + config.num_heads * config.value_dim
-    self._template = self.init_state(tf.zeros([1]))
+    super().__init__(config)
 
   # ---------------------------------------------------------------- theta
   def layer_input_dim(self, layer: int) -> int:
@@ -211,25 +202,7 @@ class CoordinateWiseNetwork:
     theta["log_step_size"] = tf.constant(math.log(step_size), tf.float32)
     return theta
 
-  def check_theta(self, theta: Theta, source: str = "theta") -> None:
-    """Raises ValueError naming `source` if theta's names or shapes do not fit."""
-    expected = self.theta_shapes()
-    missing = sorted(set(expected) - set(theta))
-    extra = sorted(set(theta) - set(expected))
-    if missing or extra:
-      raise ValueError(f"{source}: theta does not match the network config "
-                       f"(missing {missing}, unexpected {extra})")
-    for name, shape in expected.items():
-      got = tuple(theta[name].shape)
-      if got != shape:
-        raise ValueError(f"{source}: theta[{name!r}] has shape {got}, the config "
-                         f"needs {shape}")
-
   # ---------------------------------------------------------------- state
-  def state_size(self) -> int:
-    """Optimizer-state floats per parameter coordinate."""
-    return state_packing.state_size(self._template)
-
   def init_state(self, param: tf.Tensor) -> CoordinateState:
     """Empty state for a tensor shaped like `param` (any shape, P coordinates)."""
     c = self.config
@@ -238,14 +211,6 @@ class CoordinateWiseNetwork:
         second_moment=tf.zeros([size], tf.float32),
         cams=tuple(cam.init([c.num_heads, size], c.num_features, c.value_dim)
                    for _ in range(c.num_layers)))
-
-  def pack_state(self, state: CoordinateState, shape) -> tf.Tensor:
-    """State -> one float32 tensor [state_size(), *shape] (the slot layout)."""
-    return state_packing.pack(state, shape)
-
-  def unpack_state(self, packed: tf.Tensor) -> CoordinateState:
-    """Inverse of `pack_state`."""
-    return state_packing.unpack(packed, self._template)
 
   # ---------------------------------------------------------------- update
   def apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
@@ -302,19 +267,3 @@ class CoordinateWiseNetwork:
     update -= learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
         tf.cast(param, tf.float32), [-1])
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams))
-
-  def guarded_apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
-                    param: tf.Tensor, step, learning_rate=1.0, weight_decay=0.0):
-    """`apply`, skipped for a non-finite gradient.
-
-    Policy: if any entry of `grad` is NaN or Inf the tensor is skipped this step:
-    the update is exactly zero and the state is returned unchanged (no NaN can
-    reach the parameter or the memory). Other tensors are unaffected.
-    """
-    update, new_state = self.apply(theta, state, grad, param, step,
-                                   learning_rate, weight_decay)
-    finite = tf.reduce_all(tf.math.is_finite(grad))
-    update = tf.where(finite, update, tf.zeros_like(update))
-    new_state = tf.nest.map_structure(
-        lambda new, old: tf.where(finite, new, old), new_state, state)
-    return update, new_state
