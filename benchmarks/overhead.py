@@ -19,10 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import flags
 
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved timing rounds.")
-_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per round.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
-
 
 def make_step(model, optimizer, jit_compile):
   import keras
@@ -72,15 +68,21 @@ def measure(build_model, x, y, repeats, steps):
           for key, run in runs.items()}
 
 
+def define_flags():
+  """Defines this binary's flags (only when it runs as a binary)."""
+  flags.DEFINE_integer("repeats", 5, "Interleaved timing rounds.")
+  flags.DEFINE_integer("steps", 50, "Timed steps per round.")
+  flags.DEFINE_integer("batch_size", 64, "Batch size.")
+
 def main(argv):
   del argv
   from mnemosyne_tf import digits
   x_train, y_train, _, _ = digits.load_split(0)
-  x, y = x_train[:_BATCH.value], y_train[:_BATCH.value]
-  results = measure(digits.build_cnn, x, y, _REPEATS.value, _STEPS.value)
+  x, y = x_train[:flags.FLAGS.batch_size], y_train[:flags.FLAGS.batch_size]
+  results = measure(digits.build_cnn, x, y, flags.FLAGS.repeats, flags.FLAGS.steps)
   params = digits.build_cnn().count_params()
-  print(f"\nDigits CNN ({params} parameters), batch {_BATCH.value}, median of "
-        f"{_REPEATS.value} interleaved rounds of {_STEPS.value} steps:")
+  print(f"\nDigits CNN ({params} parameters), batch {flags.FLAGS.batch_size}, median of "
+        f"{flags.FLAGS.repeats} interleaved rounds of {flags.FLAGS.steps} steps:")
   print("| XLA | Mnemosyne ms/step | Adam ms/step | step-time ratio | "
         "state floats/param (Mnemosyne / Adam) |")
   print("|---|---|---|---|---|")
@@ -92,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

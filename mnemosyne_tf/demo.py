@@ -21,12 +21,6 @@ from absl import flags
 
 from mnemosyne_tf import digits
 
-_EPOCHS = flags.DEFINE_integer("epochs", 30, "Training epochs per optimizer.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
-_OUT_DIR = flags.DEFINE_string("out_dir", "demo_output", "Where to write the PNG and JSON.")
-_JIT = flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the split, the init and the batches.")
-
 
 def train(name, optimizer, initial_weights, data, epochs, batch_size, seed, jit_compile):
   """Trains the CNN; returns per-epoch curves and the training time (s).
@@ -143,10 +137,20 @@ def run(epochs, batch_size, out_dir, jit_compile, seed):
   return results
 
 
+def define_flags():
+  """Defines this binary's flags (only when it runs as a binary)."""
+  flags.DEFINE_integer("epochs", 30, "Training epochs per optimizer.")
+  flags.DEFINE_integer("batch_size", 64, "Batch size.")
+  flags.DEFINE_string("out_dir", "demo_output", "Where to write the PNG and JSON.")
+  flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
+  flags.DEFINE_integer("seed", 0, "Seed of the split, the init and the batches.")
+
 def main(argv):
   del argv
-  run(_EPOCHS.value, _BATCH.value, _OUT_DIR.value, _JIT.value, _SEED.value)
+  f = flags.FLAGS
+  run(f.epochs, f.batch_size, f.out_dir, f.jit_compile, f.seed)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -16,9 +16,6 @@ from mnemosyne_tf.core import network
 MOMENTUM = 0.9
 STEP_SIZE = 1e-3
 
-_OUT = flags.DEFINE_string(
-    "out", weights_lib.resolve("hand_set_v0"), "Where to write the weights file.")
-
 
 def hand_set_weights():
   """(config dict, theta, provenance) of hand_set_v0."""
@@ -34,12 +31,18 @@ def hand_set_weights():
   return config.to_dict(), {k: v.numpy() for k, v in theta.items()}, provenance
 
 
+def define_flags():
+  """Defines this binary's flags (only when it runs as a binary)."""
+  flags.DEFINE_string(
+      "out", weights_lib.resolve("hand_set_v0"), "Where to write the weights file.")
+
 def main(argv):
   del argv
   config, theta, provenance = hand_set_weights()
-  digest = weights_lib.save(_OUT.value, "coordinate", config, theta, provenance)
-  print(f"wrote {os.path.abspath(_OUT.value)} (sha256 {digest})")
+  digest = weights_lib.save(flags.FLAGS.out, "coordinate", config, theta, provenance)
+  print(f"wrote {os.path.abspath(flags.FLAGS.out)} (sha256 {digest})")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

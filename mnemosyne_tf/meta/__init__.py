@@ -1,0 +1,1 @@
+"""Meta-training: optimizee tasks, truncated unrolls, the training binary."""

@@ -1,0 +1,157 @@
+"""Meta-training configuration: a YAML file checked completely before anything runs."""
+
+import dataclasses
+import math
+import typing
+from typing import Tuple
+
+import yaml
+
+from mnemosyne_tf import rule
+from mnemosyne_tf.meta import tasks as tasks_lib
+
+ESTIMATORS = ("gradient", "es")
+INITS = ("hand_set", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+  """What the meta-training binary does.
+
+  Attributes:
+    network: learned optimizer network: "coordinate" (Mnemosyne) or "lstm".
+    network_config: overrides of the network's config fields.
+    init: "hand_set" (start from normalized momentum; coordinate only) or
+      "random".
+    init_step_size: the learned step size a random coordinate init starts from.
+    seed: seed of everything (tasks, batches, inits, augmentation, ES noise).
+    tasks: meta-training tasks (names from tasks.META_TRAIN; held-out refused).
+    horizon: optimizee steps of one trajectory before it restarts from a new
+      initialization (the meta-training horizon).
+    unroll: optimizee steps per truncated segment (one meta-gradient each);
+      must divide horizon.
+    meta_steps: meta-optimizer steps (each advances every task by one segment).
+    meta_learning_rate: Adam step size on theta.
+    meta_grad_clip: global-norm clip of the meta-gradient.
+    estimator: "gradient" (backprop through the unroll, first-order in the
+      optimizee gradients) or "es" (antithetic evolution strategies).
+    es_sigma: ES perturbation scale.
+    es_pairs: ES antithetic pairs per task and meta-step.
+    init_scale_range: task augmentation: initial parameters are scaled by a
+      log-uniform factor from this range at every trajectory start.
+    loss_scale_range: task augmentation: the optimizer sees the gradient of the
+      loss times a log-uniform factor from this range (the meta-loss does not).
+    checkpoint_every: meta-steps between checkpoints.
+    log_every: meta-steps between progress lines and summaries.
+  """
+  network: str = "coordinate"
+  network_config: dict = dataclasses.field(default_factory=dict)
+  init: str = "hand_set"
+  init_step_size: float = 1e-3
+  seed: int = 0
+  tasks: Tuple[str, ...] = tuple(spec.name for spec in tasks_lib.META_TRAIN)
+  horizon: int = 200
+  unroll: int = 20
+  meta_steps: int = 1000
+  meta_learning_rate: float = 1e-3
+  meta_grad_clip: float = 1.0
+  estimator: str = "gradient"
+  es_sigma: float = 0.01
+  es_pairs: int = 4
+  init_scale_range: Tuple[float, float] = (0.5, 2.0)
+  loss_scale_range: Tuple[float, float] = (1.0, 1.0)
+  checkpoint_every: int = 100
+  log_every: int = 20
+
+  def __post_init__(self):
+    problems = []
+
+    def need(ok, message):
+      if not ok:
+        problems.append(message)
+
+    need(self.network in rule.NETWORKS, f"network must be one of {sorted(rule.NETWORKS)}, "
+         f"got {self.network!r}")
+    need(isinstance(self.network_config, dict), "network_config must be a mapping")
+    if self.network in rule.NETWORKS and isinstance(self.network_config, dict):
+      try:
+        rule.build_network(self.network, self.network_config)
+      except (TypeError, ValueError) as e:
+        problems.append(f"network_config: {e}")
+    need(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
+    need(not (self.init == "hand_set" and self.network != "coordinate"),
+         "init 'hand_set' exists only for network 'coordinate'")
+    need(self.estimator in ESTIMATORS, f"estimator must be one of {ESTIMATORS}, "
+         f"got {self.estimator!r}")
+    need(len(self.tasks) > 0, "tasks must name at least one task")
+    train_names = {spec.name for spec in tasks_lib.META_TRAIN}
+    held_out = {spec.name for spec in tasks_lib.HELD_OUT}
+    for name in self.tasks:
+      if name in held_out:
+        problems.append(f"task {name!r} is held out: it may never be used in meta-training")
+      elif name not in train_names:
+        problems.append(f"unknown task {name!r}; meta-training tasks: {sorted(train_names)}")
+    need(len(set(self.tasks)) == len(self.tasks), "tasks must not repeat")
+    for name in ("horizon", "unroll", "meta_steps", "es_pairs", "checkpoint_every",
+                 "log_every"):
+      value = getattr(self, name)
+      need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+           f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(self.horizon, int) and isinstance(self.unroll, int) and self.unroll >= 1:
+      need(self.horizon % self.unroll == 0,
+           f"unroll ({self.unroll}) must divide horizon ({self.horizon})")
+    for name in ("init_step_size", "meta_learning_rate", "meta_grad_clip", "es_sigma"):
+      value = getattr(self, name)
+      need(isinstance(value, (int, float)) and not isinstance(value, bool)
+           and math.isfinite(value) and value > 0, f"{name} must be a float > 0, got {value!r}")
+    for name in ("init_scale_range", "loss_scale_range"):
+      value = getattr(self, name)
+      need(isinstance(value, (tuple, list)) and len(value) == 2
+           and all(isinstance(v, (int, float)) and v > 0 for v in value)
+           and value[0] <= value[1], f"{name} must be [low, high] with 0 < low <= high, "
+           f"got {value!r}")
+    if problems:
+      raise ValueError("invalid meta-training config:\n  - " + "\n  - ".join(problems))
+
+  def to_dict(self) -> dict:
+    out = dataclasses.asdict(self)
+    for name, value in out.items():
+      if isinstance(value, tuple):
+        out[name] = list(value)
+    return out
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "MetaTrainConfig":
+    if not isinstance(values, dict):
+      raise ValueError(f"a meta-training config must be a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"invalid meta-training config: unknown fields {unknown}; "
+                       f"known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    coerced = {}
+    for name, value in values.items():
+      if hints[name] in (Tuple[str, ...], Tuple[float, float]) and isinstance(value, list):
+        value = tuple(value)
+      if hints[name] is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+      coerced[name] = value
+    return cls(**coerced)
+
+  @classmethod
+  def from_yaml(cls, path: str) -> "MetaTrainConfig":
+    try:
+      with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    except OSError as e:
+      raise ValueError(f"cannot read meta-training config {path!r}: {e}") from e
+    except yaml.YAMLError as e:
+      raise ValueError(f"meta-training config {path!r} is not valid YAML: {e}") from e
+    try:
+      return cls.from_dict(values)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{path}: {e}") from e
+
+  def to_yaml(self) -> str:
+    return yaml.safe_dump(self.to_dict(), sort_keys=True)

@@ -1,0 +1,206 @@
+r"""Held-out evaluation of learned optimizers against Adam and its learning-rate grid.
+
+    python -m mnemosyne_tf.meta.evaluate --weights=coordinate_v1 \
+        [--lstm_weights=lstm_v1] [--steps=2000] [--out_dir=...]
+
+Every optimizer trains every held-out task (tasks.HELD_OUT: never used in
+meta-training) from the same initialization on the same batches (stateless
+seeds), through ordinary Keras optimizers (`Mnemosyne(weights=...)`,
+`LearnedOptimizer(weights=...)` for the LSTM, `keras.optimizers.Adam`). The
+figure is the final training loss: the loss on the whole training set after
+`horizon` steps (1x the meta-training horizon) and after `steps` (10x). A run
+diverges if its loss becomes NaN/Inf or ends above its starting loss.
+"""
+
+import json
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))  # 1e-4 .. 1e-1
+
+
+def make_optimizer(spec: str):
+  """'mnemosyne:<weights>', 'learned:<weights>' or 'adam:<lr>' -> a Keras optimizer."""
+  import keras
+  import mnemosyne_tf
+  kind, _, arg = spec.partition(":")
+  if kind == "mnemosyne":
+    return mnemosyne_tf.Mnemosyne(weights=arg)
+  if kind == "learned":
+    return mnemosyne_tf.LearnedOptimizer(weights=arg)
+  if kind == "adam":
+    return keras.optimizers.Adam(float(arg))
+  raise ValueError(f"unknown optimizer spec {spec!r}")
+
+
+def train_curve(task, optimizer_spec: str, steps: int, seed: int, record_every: int,
+                jit_compile: bool = False):
+  """Trains `task` with a fresh optimizer; whole-training-set loss every
+  `record_every` steps (and at 0). Returns {"steps": [...], "loss": [...]}."""
+  import keras
+  import tensorflow as tf
+  from mnemosyne_tf.meta import tasks as tasks_lib
+  keras.utils.set_random_seed(seed)
+  model = tasks_lib.build_model(task.spec, task.x.shape[1:], task.num_classes)
+  for var, value in zip(model.trainable_variables, task.init_params(seed)):
+    var.assign(value)
+  optimizer = make_optimizer(optimizer_spec)
+  optimizer.build(model.trainable_variables)
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+  @tf.function(jit_compile=jit_compile)
+  def run_chunk(first_step):
+    for i in tf.range(record_every):
+      step = tf.cast(first_step, tf.int32) + i
+      index = tf.random.stateless_uniform([task.spec.batch_size], [seed, step],
+                                          maxval=task.size, dtype=tf.int32)
+      with tf.GradientTape() as tape:
+        loss = loss_fn(tf.gather(task.y, index), model(tf.gather(task.x, index)))
+      grads = tape.gradient(loss, model.trainable_variables)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss_fn(task.y, model(task.x))
+
+  curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))]}
+  for first in range(0, steps, record_every):
+    loss = float(run_chunk(first))
+    curve["steps"].append(first + record_every)
+    curve["loss"].append(loss)
+    if not math.isfinite(loss):
+      break
+  return curve
+
+
+def diverged(curve) -> bool:
+  return any(not math.isfinite(l) for l in curve["loss"]) or curve["loss"][-1] > curve["loss"][0]
+
+
+def loss_at(curve, step):
+  """Whole-set loss recorded at `step` (inf if the run ended earlier: diverged)."""
+  for s, l in zip(curve["steps"], curve["loss"]):
+    if s == step:
+      return l
+  return float("inf")
+
+
+def evaluate(optimizers: dict, task_names, steps: int, horizon: int, seed: int, log=print,
+             jit_compile: bool = False):
+  """{task: {optimizer label: curve}} for every task and optimizer."""
+  from mnemosyne_tf.meta import tasks as tasks_lib
+  results = {}
+  for name in task_names:
+    task = tasks_lib.Task(tasks_lib.get_spec(name))
+    results[name] = {}
+    for label, spec in optimizers.items():
+      curve = train_curve(task, spec, steps, seed, record_every=min(horizon, steps) // 4,
+                          jit_compile=jit_compile)
+      results[name][label] = curve
+      log(f"  {name:28s} {label:22s} loss@{horizon} {loss_at(curve, horizon):.4f}  "
+          f"loss@{steps} {loss_at(curve, steps):.4f}" + ("  DIVERGED" if diverged(curve) else ""))
+  return results
+
+
+def summarize(results, horizon, steps, learned_labels):
+  """Markdown table and the verdicts the meta-training issue asks for."""
+  lines = [f"| task | optimizer | loss @ {horizon} (1x) | loss @ {steps} (10x) | "
+           "grid points of Adam better (1x / 10x) |", "|---|---|---|---|---|"]
+  verdicts = {}
+  for task, runs in results.items():
+    grid = {label: curve for label, curve in runs.items() if label.startswith("adam ")}
+    best = {h: min(loss_at(c, h) for c in grid.values()) for h in (horizon, steps)}
+    for label, curve in runs.items():
+      better = [sum(loss_at(c, h) < loss_at(curve, h) for c in grid.values())
+                for h in (horizon, steps)]
+      lines.append(f"| {task} | {label} | {loss_at(curve, horizon):.4f} | "
+                   f"{loss_at(curve, steps):.4f} | {better[0]} / {better[1]} |"
+                   + (" diverged" if diverged(curve) else ""))
+      if label in learned_labels:
+        verdicts.setdefault(label, {})[task] = {
+            "beats_adam_1e-3": [loss_at(curve, h) < loss_at(runs["adam 0.001"], h)
+                                for h in (horizon, steps)],
+            "grid_points_better": better,
+            "best_grid_loss": [best[horizon], best[steps]],
+            "diverged": diverged(curve)}
+  return "\n".join(lines), verdicts
+
+
+def plot(results, path, horizon):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+  for ax, (task, runs) in zip(axes[0], results.items()):
+    for i, (label, curve) in enumerate(runs.items()):
+      adam = label.startswith("adam ")
+      ax.plot(curve["steps"], curve["loss"], lw=1 if adam else 2,
+              alpha=0.5 if adam else 1.0, ls="--" if adam else "-", label=label)
+    ax.axvline(horizon, color="gray", lw=0.5)
+    ax.set(yscale="log", title=task, xlabel="step", ylabel="training-set loss")
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def define_flags():
+  """Defines this binary's flags (only when it runs as a binary)."""
+  flags.DEFINE_string("weights", "coordinate_v1", "Mnemosyne weights (name or path).")
+  flags.DEFINE_string("lstm_weights", None, "LSTM baseline weights (name or path).")
+  flags.DEFINE_bool("hand_set", True, "Also evaluate hand_set_v0.")
+  flags.DEFINE_integer("steps", 2000, "Steps per run (10x the horizon).")
+  flags.DEFINE_integer("horizon", 200, "The meta-training horizon (1x).")
+  flags.DEFINE_integer("seed", 0, "Initialization and batch seed.")
+  flags.DEFINE_integer("long_steps", 10000,
+                                     "Steps of the stability run on digits_mlp_32_relu.")
+  flags.DEFINE_string("out_dir", None, "Where to write evaluation.{json,md,png}.")
+  flags.DEFINE_bool("jit_compile", False,
+                           "Compile each run with XLA (faster steps, a compile per run).")
+
+def main(argv):
+  del argv
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)  # one tf.function per run: retracing is expected
+  from mnemosyne_tf.meta import tasks as tasks_lib
+  optimizers = {"mnemosyne " + flags.FLAGS.weights: "mnemosyne:" + flags.FLAGS.weights}
+  if flags.FLAGS.hand_set:
+    optimizers["mnemosyne hand_set_v0"] = "mnemosyne:hand_set_v0"
+  if flags.FLAGS.lstm_weights:
+    optimizers["lstm " + os.path.basename(flags.FLAGS.lstm_weights)] = "learned:" + flags.FLAGS.lstm_weights
+  optimizers.update({f"adam {lr:g}": f"adam:{lr}" for lr in ADAM_GRID})
+  learned = [k for k in optimizers if not k.startswith("adam ")]
+  print(f"held-out tasks, {flags.FLAGS.steps} steps, seed {flags.FLAGS.seed}:", flush=True)
+  results = evaluate(optimizers, [s.name for s in tasks_lib.HELD_OUT], flags.FLAGS.steps,
+                     flags.FLAGS.horizon, flags.FLAGS.seed, log=lambda l: print(l, flush=True),
+                     jit_compile=flags.FLAGS.jit_compile)
+  table, verdicts = summarize(results, flags.FLAGS.horizon, flags.FLAGS.steps, learned)
+  print(f"stability: {_LONGflags.FLAGS.steps} steps on digits_mlp_32_relu", flush=True)
+  long_task = tasks_lib.Task(tasks_lib.get_spec("digits_mlp_32_relu"))
+  long_runs = {label: train_curve(long_task, optimizers[label], _LONGflags.FLAGS.steps, flags.FLAGS.seed,
+                                  record_every=_LONGflags.FLAGS.steps // 20, jit_compile=flags.FLAGS.jit_compile)
+               for label in learned}
+  stability = {label: {"final_loss": c["loss"][-1], "start_loss": c["loss"][0],
+                       "diverged": diverged(c)} for label, c in long_runs.items()}
+  print("\n" + table)
+  for label, s in stability.items():
+    print(f"{label}: {_LONGflags.FLAGS.steps} steps on digits_mlp_32_relu: loss {s['start_loss']:.4f}"
+          f" -> {s['final_loss']:.4f}" + (" DIVERGED" if s["diverged"] else ""))
+  if flags.FLAGS.out_dir:
+    os.makedirs(flags.FLAGS.out_dir, exist_ok=True)
+    with open(os.path.join(flags.FLAGS.out_dir, "evaluation.json"), "w") as f:
+      json.dump({"steps": flags.FLAGS.steps, "horizon": flags.FLAGS.horizon, "seed": flags.FLAGS.seed,
+                 "optimizers": optimizers, "results": results, "verdicts": verdicts,
+                 "stability": stability, "stability_curves": long_runs}, f)
+    with open(os.path.join(flags.FLAGS.out_dir, "evaluation.md"), "w") as f:
+      f.write(table + "\n")
+    plot(results, os.path.join(flags.FLAGS.out_dir, "evaluation.png"), flags.FLAGS.horizon)
+    print(f"wrote {flags.FLAGS.out_dir}/evaluation.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

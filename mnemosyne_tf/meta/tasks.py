@@ -1,0 +1,173 @@
+"""Optimizee tasks: small Keras 3 models on datasets that install with scikit-learn.
+
+A task is trained functionally, `model.stateless_call(params, [], x)`, so that an
+unroll of its training is differentiable in the optimizer's theta (under
+`tf.function(jit_compile=True)`). Batches are drawn inside the compiled graph
+from a stateless seed: the same (seed, step) always gives the same batch, for
+every optimizer.
+
+The split is fixed: `META_TRAIN` tasks are the only ones the meta-trainer
+accepts; `HELD_OUT` tasks (other architectures, other data) are never used to
+train or select weights, only to evaluate them.
+"""
+
+import dataclasses
+from typing import List, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn import datasets as sk_datasets
+
+DATASETS = ("digits", "digits_images", "wine", "breast_cancer", "iris")
+MODELS = ("mlp", "cnn", "vit")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """A task: a model family on a dataset, trained with batches of `batch_size`.
+
+  Attributes:
+    name: unique name.
+    dataset: one of DATASETS (digits_images: [8, 8, 1] images for cnn/vit).
+    model: "mlp" (hidden layers `hidden`), "cnn" (conv widths `hidden`), or
+      "vit" (one transformer block of width hidden[0] over 4x4 patches).
+    hidden: layer widths.
+    activation: hidden activation.
+    batch_size: batch size.
+  """
+  name: str
+  dataset: str
+  model: str
+  hidden: Tuple[int, ...]
+  activation: str = "relu"
+  batch_size: int = 128
+
+
+META_TRAIN = (
+    TaskSpec("digits_mlp_32_relu", "digits", "mlp", (32,), "relu"),
+    TaskSpec("digits_mlp_64x64_tanh", "digits", "mlp", (64, 64), "tanh"),
+    TaskSpec("wine_mlp_32_relu", "wine", "mlp", (32,), "relu", batch_size=64),
+    TaskSpec("digits_cnn_8x16", "digits_images", "cnn", (8, 16), "relu"),
+)
+
+HELD_OUT = (
+    TaskSpec("digits_mlp_128x128_gelu", "digits", "mlp", (128, 128), "gelu"),
+    TaskSpec("digits_cnn_16x32", "digits_images", "cnn", (16, 32), "relu", batch_size=64),
+    TaskSpec("digits_vit_32", "digits_images", "vit", (32,), "gelu"),
+    TaskSpec("breast_cancer_mlp_64_tanh", "breast_cancer", "mlp", (64,), "tanh",
+             batch_size=64),
+)
+
+_ALL = {spec.name: spec for spec in META_TRAIN + HELD_OUT}
+
+
+def get_spec(name: str) -> TaskSpec:
+  if name not in _ALL:
+    raise ValueError(f"unknown task {name!r}; known: {sorted(_ALL)}")
+  return _ALL[name]
+
+
+def load_dataset(name: str):
+  """(x, y, num_classes): float32 features (standardized tabular, [0, 1] pixels)."""
+  if name in ("digits", "digits_images"):
+    x, y = sk_datasets.load_digits(return_X_y=True)
+    x = x / 16.0
+    if name == "digits_images":
+      x = x.reshape(-1, 8, 8, 1)
+  elif name in ("wine", "breast_cancer", "iris"):
+    x, y = getattr(sk_datasets, f"load_{name}")(return_X_y=True)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+  else:
+    raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
+  return x.astype(np.float32), y.astype(np.int32), int(y.max()) + 1
+
+
+class _PatchTokens(keras.layers.Layer):
+  """[B, 8, 8, 1] -> 4 tokens of 4x4 pixels, embedded, plus position embeddings."""
+
+  def __init__(self, dim, **kwargs):
+    super().__init__(**kwargs)
+    self.dim = dim
+    self.embed = keras.layers.Dense(dim)
+
+  def build(self, input_shape):
+    self.embed.build((None, 16))
+    self.position = self.add_weight(shape=(4, self.dim), initializer="random_normal",
+                                    name="position")
+
+  def call(self, images):
+    x = keras.ops.reshape(images, (-1, 2, 4, 2, 4))
+    x = keras.ops.transpose(x, (0, 1, 3, 2, 4))
+    x = keras.ops.reshape(x, (-1, 4, 16))
+    return self.embed(x) + self.position
+
+
+def build_model(spec: TaskSpec, input_shape, num_classes: int) -> keras.Model:
+  inputs = keras.Input(input_shape)
+  if spec.model == "mlp":
+    x = inputs
+    for width in spec.hidden:
+      x = keras.layers.Dense(width, activation=spec.activation)(x)
+  elif spec.model == "cnn":
+    x = inputs
+    for i, width in enumerate(spec.hidden):
+      x = keras.layers.Conv2D(width, 3, strides=1 if i == 0 else 2, padding="same",
+                              activation=spec.activation)(x)
+    x = keras.layers.Flatten()(x)
+  elif spec.model == "vit":
+    dim = spec.hidden[0]
+    tokens = _PatchTokens(dim, name="patch_tokens")(inputs)
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=dim // 2)(
+        keras.layers.LayerNormalization()(tokens), keras.layers.LayerNormalization()(tokens))
+    tokens = tokens + attended
+    hidden = keras.layers.Dense(2 * dim, activation=spec.activation)(
+        keras.layers.LayerNormalization()(tokens))
+    tokens = tokens + keras.layers.Dense(dim)(hidden)
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization()(tokens))
+  else:
+    raise ValueError(f"unknown model {spec.model!r}; known: {MODELS}")
+  outputs = keras.layers.Dense(num_classes)(x)
+  return keras.Model(inputs, outputs, name=spec.name)
+
+
+class Task:
+  """A task's data and its model, with pure loss and batch functions."""
+
+  def __init__(self, spec: TaskSpec):
+    self.spec = spec
+    x, y, self.num_classes = load_dataset(spec.dataset)
+    self.x = tf.constant(x)
+    self.y = tf.constant(y)
+    self.size = len(x)
+    keras.utils.set_random_seed(0)
+    self.model = build_model(spec, x.shape[1:], self.num_classes)
+    if self.model.non_trainable_variables:
+      raise ValueError(f"task {spec.name}: models with non-trainable state are not supported")
+
+  @property
+  def num_params(self) -> int:
+    return int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
+
+  def init_params(self, seed: int, init_scale: float = 1.0) -> List[tf.Tensor]:
+    """Fresh initial parameters (Keras initializers, seeded), times init_scale."""
+    keras.utils.set_random_seed(seed)
+    fresh = build_model(self.spec, self.x.shape[1:], self.num_classes)
+    return [tf.constant(v.numpy() * init_scale, tf.float32)
+            for v in fresh.trainable_variables]
+
+  def loss(self, params, x, y) -> tf.Tensor:
+    """Mean cross-entropy of the model with `params` on (x, y)."""
+    logits, _ = self.model.stateless_call(list(params), [], x)
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+  def full_loss(self, params) -> tf.Tensor:
+    """Loss on the whole training set."""
+    return self.loss(params, self.x, self.y)
+
+  def batches(self, seed, num: int):
+    """`num` batches drawn with replacement from a stateless seed ([num, B, ...])."""
+    index = tf.random.stateless_uniform([num, self.spec.batch_size], seed, maxval=self.size,
+                                        dtype=tf.int32)
+    return tf.gather(self.x, index), tf.gather(self.y, index)

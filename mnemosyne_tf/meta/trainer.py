@@ -1,0 +1,303 @@
+"""Meta-training by truncated unrolls (the library behind `meta/train.py`).
+
+Each configured task runs one optimizee trajectory at a time: `horizon` steps of
+training from a fresh (augmented) initialization, cut into segments of `unroll`
+steps. A meta-step advances every task's trajectory by one segment and updates
+theta once, from the average over tasks of the meta-gradient of
+
+    meta-loss = mean over the segment's steps of log(loss_k)
+
+(the log makes tasks of different loss scales comparable). Gradients of the
+optimizee are treated as constants (Andrychowicz et al.'s first-order
+approximation): the meta-gradient flows through the parameter updates. A
+segment, with its inner loop as a `tf.while_loop`, runs inside
+`tf.function(jit_compile=True)`; with `estimator: es` the meta-gradient is the
+antithetic ES estimate from forward segments only.
+
+Everything lives in variables saved by `tf.train.Checkpoint`: theta, the
+meta-optimizer (Adam, written out here so its state is explicit), the meta-step,
+the wall time and every trajectory (parameters, optimizer states, position in
+its horizon, restart count, augmentation factors). Batches, inits and ES noise
+are stateless functions of (seed, meta-step, task), so a killed run resumes
+where its last checkpoint was and continues exactly as if never stopped.
+"""
+
+import json
+import math
+import os
+import time
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+
+from mnemosyne_tf import rule
+from mnemosyne_tf import weights as weights_lib
+from mnemosyne_tf.meta import config as config_lib
+from mnemosyne_tf.meta import tasks as tasks_lib
+
+_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+def initial_theta(cfg: config_lib.MetaTrainConfig, network) -> Dict[str, tf.Tensor]:
+  if cfg.init == "hand_set":
+    return network.hand_set_theta(step_size=cfg.init_step_size)
+  if cfg.network == "coordinate":
+    return network.init_theta(cfg.seed, step_size=cfg.init_step_size)
+  return network.init_theta(cfg.seed)
+
+
+class _Trajectory:
+  """One task's optimizee trajectory, in variables."""
+
+  def __init__(self, task: tasks_lib.Task, network):
+    self.task = task
+    params = task.init_params(0)
+    self.params = [tf.Variable(p, trainable=False) for p in params]
+    self.states = [tf.Variable(network.pack_state(network.init_state(p), p.shape),
+                               trainable=False) for p in params]
+    self.position = tf.Variable(0, dtype=tf.int64, trainable=False)  # steps done
+    self.restarts = tf.Variable(-1, dtype=tf.int64, trainable=False)
+    self.loss_scale = tf.Variable(1.0, trainable=False)
+
+  def checkpointables(self):
+    return {"params": self.params, "states": self.states, "position": self.position,
+            "restarts": self.restarts, "loss_scale": self.loss_scale}
+
+
+class MetaTrainer:
+  """Meta-trains theta for `cfg` in `workdir` (checkpoints, summaries, weights)."""
+
+  def __init__(self, cfg: config_lib.MetaTrainConfig, workdir: str, command: str = ""):
+    self.cfg = cfg
+    self.workdir = workdir
+    self.command = command
+    os.makedirs(workdir, exist_ok=True)
+    self.network = rule.build_network(cfg.network, cfg.network_config)
+    theta = initial_theta(cfg, self.network)
+    self.trainable_names = self.network.trainable_names()
+    self.fixed = {k: v for k, v in theta.items() if k not in self.trainable_names}
+    self.theta = {k: tf.Variable(theta[k], name=k.replace("/", "_"))
+                  for k in self.trainable_names}
+    self.adam_m = {k: tf.Variable(tf.zeros_like(v)) for k, v in self.theta.items()}
+    self.adam_v = {k: tf.Variable(tf.zeros_like(v)) for k, v in self.theta.items()}
+    self.meta_step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    self.trajectories = [_Trajectory(tasks_lib.Task(tasks_lib.get_spec(name)), self.network)
+                         for name in cfg.tasks]
+    self._segments = {}
+    self.checkpoint = tf.train.Checkpoint(
+        theta=self.theta, adam_m=self.adam_m, adam_v=self.adam_v,
+        meta_step=self.meta_step, wall_seconds=self.wall_seconds,
+        trajectories=[t.checkpointables() for t in self.trajectories])
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=2)
+    self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+    self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  # ----------------------------------------------------------------- resume
+  def restore(self) -> int:
+    """Restores the latest checkpoint, if any; returns the meta-step reached."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+    step = int(self.meta_step.numpy())
+    self._truncate_metrics(step)
+    return step
+
+  def _truncate_metrics(self, step: int):
+    """Drops metric lines past the restored step (they will be redone)."""
+    if not os.path.exists(self.metrics_path):
+      return
+    with open(self.metrics_path) as f:
+      kept = [line for line in f if json.loads(line)["step"] <= step]
+    with open(self.metrics_path, "w") as f:
+      f.writelines(kept)
+
+  # ----------------------------------------------------------------- segments
+  def _segment_fn(self, task_index: int):
+    """The compiled segment of one task: (theta, params, states, ...) ->
+    (meta-loss, gradient or None, new params, new states)."""
+    if task_index in self._segments:
+      return self._segments[task_index]
+    task = self.trajectories[task_index].task
+    network, fixed, unroll = self.network, self.fixed, self.cfg.unroll
+    shapes = [p.shape for p in self.trajectories[task_index].params]
+
+    def run(theta_trainable, params, packed, position, seed, loss_scale):
+      theta = dict(fixed, **theta_trainable)
+      xs, ys = task.batches(seed, unroll + 1)
+      current = list(params)
+      states = [network.unpack_state(s) for s in packed]
+      total = tf.constant(0.0)
+      for k in tf.range(unroll):
+        with tf.GradientTape() as inner:
+          inner.watch(current)
+          loss = task.loss(current, tf.gather(xs, k), tf.gather(ys, k))
+          scaled = loss * loss_scale  # augmentation: what the optimizer sees
+        grads = inner.gradient(scaled, current)
+        total += tf.math.log(loss)
+        step = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
+        new_params, new_states = [], []
+        for p, g, s in zip(current, grads, states):
+          update, s = network.apply(theta, s, tf.stop_gradient(g), p, step)
+          new_params.append(p + update)
+          new_states.append(s)
+        current, states = new_params, new_states
+      total += tf.math.log(task.loss(current, xs[unroll], ys[unroll]))
+      meta_loss = total / float(unroll + 1)
+      packed = [network.pack_state(s, shape) for s, shape in zip(states, shapes)]
+      return meta_loss, current, packed
+
+    @tf.function(jit_compile=True)
+    def with_gradient(theta_trainable, params, packed, position, seed, loss_scale):
+      with tf.GradientTape() as tape:
+        tape.watch(theta_trainable)
+        meta_loss, params, packed = run(theta_trainable, params, packed, position, seed,
+                                        loss_scale)
+      return meta_loss, tape.gradient(meta_loss, theta_trainable), params, packed
+
+    @tf.function(jit_compile=True)
+    def forward(theta_trainable, params, packed, position, seed, loss_scale):
+      return run(theta_trainable, params, packed, position, seed, loss_scale)
+
+    self._segments[task_index] = (with_gradient, forward)
+    return self._segments[task_index]
+
+  def _restart(self, index: int, traj: _Trajectory):
+    """New initialization and augmentation for trajectory `index`."""
+    restarts = int(traj.restarts.numpy()) + 1
+    rng = np.random.RandomState([self.cfg.seed, index, restarts])
+    low, high = self.cfg.init_scale_range
+    init_scale = math.exp(rng.uniform(math.log(low), math.log(high)))
+    low, high = self.cfg.loss_scale_range
+    traj.loss_scale.assign(math.exp(rng.uniform(math.log(low), math.log(high))))
+    init = traj.task.init_params(seed=1000 * self.cfg.seed + 7919 * index + restarts,
+                                 init_scale=init_scale)
+    for var, value in zip(traj.params, init):
+      var.assign(value)
+    for var, p in zip(traj.states, init):
+      var.assign(self.network.pack_state(self.network.init_state(p), p.shape))
+    traj.position.assign(0)
+    traj.restarts.assign(restarts)
+
+  def _es_gradient(self, forward, traj, step, index, seed):
+    """Antithetic ES estimate of the segment's meta-gradient."""
+    sigma, pairs = self.cfg.es_sigma, self.cfg.es_pairs
+    theta = {k: v.value() for k, v in self.theta.items()}
+    grad = {k: tf.zeros_like(v) for k, v in theta.items()}
+    args = ([p.value() for p in traj.params], [s.value() for s in traj.states],
+            traj.position.value(), seed, traj.loss_scale.value())
+    for pair in range(pairs):
+      noise = {k: sigma * tf.random.stateless_normal(
+          v.shape, [self.cfg.seed * 7 + pair, step * 1009 + index * 31 + i])
+               for i, (k, v) in enumerate(sorted(theta.items()))}
+      plus = forward({k: theta[k] + noise[k] for k in theta}, *args)[0]
+      minus = forward({k: theta[k] - noise[k] for k in theta}, *args)[0]
+      scale = (plus - minus) / (2.0 * sigma ** 2 * pairs)
+      if not bool(tf.math.is_finite(scale)):
+        continue
+      grad = {k: grad[k] + scale * noise[k] for k in grad}
+    return grad
+
+  # ----------------------------------------------------------------- training
+  def train(self, log=print) -> dict:
+    """Runs (or resumes) meta-training to `meta_steps`; exports the weights."""
+    cfg = self.cfg
+    start_step = self.restore()
+    if start_step:
+      log(f"resumed from {self.manager.latest_checkpoint} at meta-step {start_step}")
+    started, start_wall = time.time(), float(self.wall_seconds.numpy())
+    for step in range(start_step, cfg.meta_steps):
+      losses, grads = [], []
+      for index, traj in enumerate(self.trajectories):
+        if int(traj.restarts.numpy()) < 0 or int(traj.position.numpy()) >= cfg.horizon:
+          self._restart(index, traj)
+        with_gradient, forward = self._segment_fn(index)
+        seed = tf.constant([cfg.seed, step * 131 + index], tf.int32)
+        args = ({k: v.value() for k, v in self.theta.items()},
+                [p.value() for p in traj.params], [s.value() for s in traj.states],
+                traj.position.value(), seed, traj.loss_scale.value())
+        if cfg.estimator == "gradient":
+          meta_loss, grad, params, packed = with_gradient(*args)
+        else:
+          grad = self._es_gradient(forward, traj, step, index, seed)
+          meta_loss, params, packed = forward(*args)
+        finite = bool(tf.math.is_finite(meta_loss)) and all(
+            bool(tf.reduce_all(tf.math.is_finite(p))) for p in params)
+        if not finite:  # a diverged optimizee: restart it, learn nothing from it
+          self._restart(index, traj)
+          losses.append(float("nan"))
+          continue
+        for var, value in zip(traj.params, params):
+          var.assign(value)
+        for var, value in zip(traj.states, packed):
+          var.assign(value)
+        traj.position.assign_add(cfg.unroll)
+        losses.append(float(meta_loss))
+        if all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grad.values()):
+          grads.append(grad)
+      grad_norm = self._apply_meta_gradient(grads)
+      self.meta_step.assign(step + 1)
+      self.wall_seconds.assign(start_wall + time.time() - started)
+      self._record(step + 1, losses, grad_norm, len(grads), log)
+      if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.meta_steps:
+        self.manager.save(checkpoint_number=step + 1)
+    return self.export()
+
+  def _apply_meta_gradient(self, grads: List[dict]) -> float:
+    if not grads:
+      return float("nan")
+    mean = {k: tf.add_n([g[k] for g in grads]) / len(grads) for k in self.theta}
+    clipped, norm = tf.clip_by_global_norm([mean[k] for k in sorted(mean)],
+                                           self.cfg.meta_grad_clip)
+    t = tf.cast(self.meta_step + 1, tf.float32)
+    lr = self.cfg.meta_learning_rate * tf.sqrt(1 - _ADAM_B2 ** t) / (1 - _ADAM_B1 ** t)
+    for k, g in zip(sorted(mean), clipped):
+      self.adam_m[k].assign(_ADAM_B1 * self.adam_m[k] + (1 - _ADAM_B1) * g)
+      self.adam_v[k].assign(_ADAM_B2 * self.adam_v[k] + (1 - _ADAM_B2) * g * g)
+      self.theta[k].assign_sub(lr * self.adam_m[k] / (tf.sqrt(self.adam_v[k]) + _ADAM_EPS))
+    return float(norm)
+
+  def _record(self, step, losses, grad_norm, used, log):
+    cfg = self.cfg
+    finite = [l for l in losses if math.isfinite(l)]
+    mean = sum(finite) / len(finite) if finite else float("nan")
+    record = {"step": step, "meta_loss": mean, "grad_norm": grad_norm,
+              "tasks_used": used, "wall_seconds": float(self.wall_seconds.numpy()),
+              "per_task": dict(zip(cfg.tasks, losses))}
+    with open(self.metrics_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if step % cfg.log_every == 0 or step == cfg.meta_steps:
+      with self.writer.as_default(step=step):
+        tf.summary.scalar("meta_loss", mean)
+        tf.summary.scalar("meta_grad_norm", grad_norm)
+        for name, value in record["per_task"].items():
+          tf.summary.scalar(f"meta_loss/{name}", value)
+      rate = step / max(record["wall_seconds"], 1e-9)
+      eta = (cfg.meta_steps - step) / max(rate, 1e-9)
+      log(f"meta-step {step}/{cfg.meta_steps}  meta-loss {mean:.4f}  |grad| "
+          f"{grad_norm:.3g}  {rate:.2f} steps/s  elapsed {record['wall_seconds'] / 60:.1f} min"
+          f"  ETA {eta / 60:.1f} min")
+
+  # ----------------------------------------------------------------- export
+  def theta_values(self) -> Dict[str, np.ndarray]:
+    values = {k: v.numpy() for k, v in self.fixed.items()}
+    values.update({k: v.numpy() for k, v in self.theta.items()})
+    return values
+
+  def export(self, path: str = None) -> dict:
+    """Writes the parameter-only weights file; returns its summary."""
+    path = path or os.path.join(self.workdir, "weights.npz")
+    provenance = {
+        "kind": "meta_trained",
+        "description": f"meta-trained {self.cfg.network} network, {int(self.meta_step.numpy())} "
+                       f"meta-steps on {list(self.cfg.tasks)}",
+        "command": self.command,
+        "meta_config": self.cfg.to_dict(),
+        "meta_steps_done": int(self.meta_step.numpy()),
+        "wall_seconds": round(float(self.wall_seconds.numpy()), 1),
+    }
+    digest = weights_lib.save(path, self.cfg.network, self.network.config.to_dict(),
+                              self.theta_values(), provenance)
+    return {"path": path, "sha256": digest, **provenance}

@@ -1,0 +1,62 @@
+"""Meta-training configs: round trip, and every bad value refused up front."""
+
+import os
+
+import tensorflow as tf
+from absl.testing import parameterized
+
+from mnemosyne_tf.meta import config as config_lib
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "meta")
+
+
+class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_committed_configs_load_and_round_trip(self):
+    names = sorted(n for n in os.listdir(_CONFIGS) if n.endswith(".yaml"))
+    self.assertGreaterEqual(len(names), 3)
+    for name in names:
+      cfg = config_lib.MetaTrainConfig.from_yaml(os.path.join(_CONFIGS, name))
+      path = os.path.join(self.create_tempdir().full_path, name)
+      with open(path, "w") as f:
+        f.write(cfg.to_yaml())
+      self.assertEqual(config_lib.MetaTrainConfig.from_yaml(path), cfg, msg=name)
+
+  @parameterized.named_parameters(
+      ("network", {"network": "gru"}, "network must be one of"),
+      ("network_config", {"network_config": {"num_heads": 0}}, "network_config.*num_heads"),
+      ("unknown_network_field", {"network_config": {"bogus": 1}}, "unknown CoordinateConfig"),
+      ("held_out_task", {"tasks": ["digits_vit_32"]}, "held out"),
+      ("unknown_task", {"tasks": ["mnist"]}, "unknown task 'mnist'"),
+      ("no_tasks", {"tasks": []}, "at least one task"),
+      ("unroll_divides", {"horizon": 50, "unroll": 20}, "must divide horizon"),
+      ("negative_steps", {"meta_steps": 0}, "meta_steps must be an integer >= 1"),
+      ("float_steps", {"meta_steps": 2.5}, "meta_steps"),
+      ("learning_rate", {"meta_learning_rate": -1.0}, "meta_learning_rate"),
+      ("estimator", {"estimator": "pes2"}, "estimator must be one of"),
+      ("hand_set_lstm", {"network": "lstm"}, "hand_set' exists only"),
+      ("scale_range", {"init_scale_range": [2.0, 1.0]}, "init_scale_range"),
+      ("unknown_field", {"learning_rate": 0.1}, "unknown fields"))
+  def test_invalid_values_are_refused_with_their_name(self, overrides, message):
+    with self.assertRaisesRegex(ValueError, message):
+      config_lib.MetaTrainConfig.from_dict(overrides)
+
+  def test_all_problems_are_reported_at_once(self):
+    with self.assertRaises(ValueError) as caught:
+      config_lib.MetaTrainConfig.from_dict({"meta_steps": 0, "estimator": "x"})
+    self.assertIn("meta_steps", str(caught.exception))
+    self.assertIn("estimator", str(caught.exception))
+
+  def test_unreadable_files_name_the_path(self):
+    with self.assertRaisesRegex(ValueError, "cannot read.*nope.yaml"):
+      config_lib.MetaTrainConfig.from_yaml("/nonexistent/nope.yaml")
+    path = os.path.join(self.create_tempdir().full_path, "bad.yaml")
+    with open(path, "w") as f:
+      f.write("network: [unclosed\n")
+    with self.assertRaisesRegex(ValueError, "bad.yaml.*not valid YAML"):
+      config_lib.MetaTrainConfig.from_yaml(path)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,65 @@
+"""Held-out evaluation: runs are comparable, and the table counts correctly."""
+
+import math
+import os
+
+import tensorflow as tf
+
+from mnemosyne_tf.meta import evaluate
+from mnemosyne_tf.meta import tasks
+from mnemosyne_tf.meta import train
+
+
+def curve(*losses, every=10):
+  return {"steps": [every * i for i in range(len(losses))], "loss": list(losses)}
+
+
+class EvaluateTest(tf.test.TestCase):
+
+  def test_grid_is_seven_log_spaced_points(self):
+    self.assertLen(evaluate.ADAM_GRID, 7)
+    self.assertEqual(evaluate.ADAM_GRID[0], 1e-4)
+    self.assertEqual(evaluate.ADAM_GRID[-1], 0.1)
+    self.assertIn(0.001, evaluate.ADAM_GRID)
+
+  def test_runs_start_from_the_same_point_and_are_deterministic(self):
+    task = tasks.Task(tasks.get_spec("wine_mlp_32_relu"))
+    a = evaluate.train_curve(task, "adam:0.01", 8, seed=1, record_every=4)
+    b = evaluate.train_curve(task, "adam:0.01", 8, seed=1, record_every=4)
+    m = evaluate.train_curve(task, "mnemosyne:hand_set_v0", 8, seed=1, record_every=4)
+    self.assertEqual(a, b)
+    self.assertEqual(a["loss"][0], m["loss"][0])
+    self.assertEqual(a["steps"], [0, 4, 8])
+    self.assertLess(a["loss"][-1], a["loss"][0])
+
+  def test_summary_counts_better_grid_points_and_divergence(self):
+    results = {"t": {"adam 0.001": curve(2.0, 1.0, 0.5), "adam 0.01": curve(2.0, 0.3, 0.2),
+                     "mine": curve(2.0, 0.4, 0.1), "bad": curve(2.0, float("nan"))}}
+    table, verdicts = evaluate.summarize(results, horizon=10, steps=20,
+                                         learned_labels=["mine", "bad"])
+    self.assertEqual(verdicts["mine"]["t"]["grid_points_better"], [1, 0])
+    self.assertEqual(verdicts["mine"]["t"]["beats_adam_1e-3"], [True, True])
+    self.assertTrue(verdicts["bad"]["t"]["diverged"])
+    self.assertTrue(math.isinf(evaluate.loss_at(results["t"]["bad"], 20)))
+    self.assertIn("| t | mine | 0.4000 | 0.1000 | 1 / 0 |", table)
+    self.assertTrue(evaluate.diverged(curve(1.0, 0.5, 1.5)))
+    self.assertFalse(evaluate.diverged(curve(1.0, 1.5, 0.5)))
+
+
+class WorkdirTest(tf.test.TestCase):
+
+  def test_a_workdir_refuses_a_different_config(self):
+    from mnemosyne_tf.meta import config as config_lib
+    workdir = self.create_tempdir().full_path
+    cfg = config_lib.MetaTrainConfig()
+    train.check_workdir_config(workdir, cfg)
+    longer = config_lib.MetaTrainConfig.from_dict(dict(cfg.to_dict(), meta_steps=5000))
+    train.check_workdir_config(workdir, longer)  # more steps: fine (resume)
+    other = config_lib.MetaTrainConfig.from_dict(dict(cfg.to_dict(), seed=9))
+    with self.assertRaisesRegex(ValueError, r"different config \(fields \['seed'\]"):
+      train.check_workdir_config(workdir, other)
+    self.assertTrue(os.path.exists(os.path.join(workdir, "config.yaml")))
+
+
+if __name__ == "__main__":
+  tf.test.main()
