@@ -58,6 +58,19 @@ class MetaTrainerTest(tf.test.TestCase):
     with open(resumed.metrics_path) as f:
       self.assertEqual([json.loads(line)["step"] for line in f], [1, 2, 3, 4])
 
+  def test_zero_query_key_weights_are_a_saddle_and_init_noise_leaves_it(self):
+    """At W_Q = W_K = 0 (the hand-set init) the hyperbolic kernel is symmetric
+    and their meta-gradient is exactly zero; init_noise moves them off it."""
+    stuck = trainer_lib.MetaTrainer(tiny(meta_steps=2), self.create_tempdir().full_path)
+    stuck.train(log=lambda line: None)
+    self.assertAllEqual(stuck.theta["cam0/key"], tf.zeros_like(stuck.theta["cam0/key"]))
+    noisy = trainer_lib.MetaTrainer(tiny(meta_steps=2, init_noise=0.1),
+                                    self.create_tempdir().full_path)
+    start = noisy.theta["cam0/key"].numpy()
+    self.assertGreater(np.abs(start).max(), 0.0)
+    noisy.train(log=lambda line: None)
+    self.assertNotAllClose(start, noisy.theta["cam0/key"], atol=1e-7, rtol=0)
+
   def test_es_estimator_updates_theta(self):
     meta = trainer_lib.MetaTrainer(tiny(estimator="es", es_pairs=2, meta_steps=2),
                                    self.create_tempdir().full_path)

@@ -24,6 +24,9 @@ class MetaTrainConfig:
     init: "hand_set" (start from normalized momentum; coordinate only) or
       "random".
     init_step_size: the learned step size a random coordinate init starts from.
+    init_noise: standard deviation of Gaussian noise added to the initial
+      query and key weights (with init "hand_set" they are exactly zero, a
+      saddle of the hyperbolic kernel where their gradient vanishes).
     seed: seed of everything (tasks, batches, inits, augmentation, ES noise).
     tasks: meta-training tasks (names from tasks.META_TRAIN; held-out refused).
     horizon: optimizee steps of one trajectory before it restarts from a new
@@ -48,6 +51,7 @@ class MetaTrainConfig:
   network_config: dict = dataclasses.field(default_factory=dict)
   init: str = "hand_set"
   init_step_size: float = 1e-3
+  init_noise: float = 0.0
   seed: int = 0
   tasks: Tuple[str, ...] = tuple(spec.name for spec in tasks_lib.META_TRAIN)
   horizon: int = 200
@@ -100,6 +104,9 @@ class MetaTrainConfig:
     if isinstance(self.horizon, int) and isinstance(self.unroll, int) and self.unroll >= 1:
       need(self.horizon % self.unroll == 0,
            f"unroll ({self.unroll}) must divide horizon ({self.horizon})")
+    need(isinstance(self.init_noise, (int, float)) and not isinstance(self.init_noise, bool)
+         and math.isfinite(self.init_noise) and self.init_noise >= 0,
+         f"init_noise must be a float >= 0, got {self.init_noise!r}")
     for name in ("init_step_size", "meta_learning_rate", "meta_grad_clip", "es_sigma"):
       value = getattr(self, name)
       need(isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -87,18 +87,38 @@ def loss_at(curve, step):
   return float("inf")
 
 
+def run_key(task_name: str, spec: str, steps: int, seed: int) -> str:
+  """Identifies a run; learned optimizers by their weights' checksum."""
+  from mnemosyne_tf import weights as weights_lib
+  kind, _, arg = spec.partition(":")
+  version = weights_lib.load_weights(arg).sha256[:16] if kind != "adam" else arg
+  return f"{task_name}|{kind}:{version}|{steps}|{seed}"
+
+
 def evaluate(optimizers: dict, task_names, steps: int, horizon: int, seed: int, log=print,
-             jit_compile: bool = False):
-  """{task: {optimizer label: curve}} for every task and optimizer."""
+             jit_compile: bool = False, cache: dict = None, save=None):
+  """{task: {optimizer label: curve}} for every task and optimizer.
+
+  `cache` (run_key -> curve) is read and filled: runs already in it are reused
+  (runs are deterministic), so adding one optimizer re-runs only its rows;
+  `save(cache)` is called after every new run (an interrupted evaluation keeps
+  what it finished).
+  """
   from mnemosyne_tf.meta import tasks as tasks_lib
+  cache = {} if cache is None else cache
   results = {}
   for name in task_names:
-    task = tasks_lib.Task(tasks_lib.get_spec(name))
+    task = None
     results[name] = {}
     for label, spec in optimizers.items():
-      curve = train_curve(task, spec, steps, seed, record_every=min(horizon, steps) // 4,
-                          jit_compile=jit_compile)
-      results[name][label] = curve
+      key = run_key(name, spec, steps, seed)
+      if key not in cache:
+        task = task or tasks_lib.Task(tasks_lib.get_spec(name))
+        cache[key] = train_curve(task, spec, steps, seed,
+                                 record_every=min(horizon, steps) // 4, jit_compile=jit_compile)
+        if save:
+          save(cache)
+      curve = results[name][label] = cache[key]
       log(f"  {name:28s} {label:22s} loss@{horizon} {loss_at(curve, horizon):.4f}  "
           f"loss@{steps} {loss_at(curve, steps):.4f}" + ("  DIVERGED" if diverged(curve) else ""))
   return results
@@ -174,20 +194,40 @@ def main(argv):
   optimizers.update({f"adam {lr:g}": f"adam:{lr}" for lr in ADAM_GRID})
   learned = [k for k in optimizers if not k.startswith("adam ")]
   print(f"held-out tasks, {flags.FLAGS.steps} steps, seed {flags.FLAGS.seed}:", flush=True)
+  cache_path = os.path.join(flags.FLAGS.out_dir, "runs.json") if flags.FLAGS.out_dir else None
+  cache = {}
+  if cache_path and os.path.exists(cache_path):
+    with open(cache_path) as f:
+      cache = json.load(f)
+
+  def save(runs):
+    if cache_path:
+      os.makedirs(flags.FLAGS.out_dir, exist_ok=True)
+      with open(cache_path + ".tmp", "w") as f:
+        json.dump(runs, f)
+      os.replace(cache_path + ".tmp", cache_path)
+
   results = evaluate(optimizers, [s.name for s in tasks_lib.HELD_OUT], flags.FLAGS.steps,
                      flags.FLAGS.horizon, flags.FLAGS.seed, log=lambda l: print(l, flush=True),
-                     jit_compile=flags.FLAGS.jit_compile)
+                     jit_compile=flags.FLAGS.jit_compile, cache=cache, save=save)
   table, verdicts = summarize(results, flags.FLAGS.horizon, flags.FLAGS.steps, learned)
-  print(f"stability: {_LONGflags.FLAGS.steps} steps on digits_mlp_32_relu", flush=True)
+  print(f"stability: {flags.FLAGS.long_steps} steps on digits_mlp_32_relu", flush=True)
   long_task = tasks_lib.Task(tasks_lib.get_spec("digits_mlp_32_relu"))
-  long_runs = {label: train_curve(long_task, optimizers[label], _LONGflags.FLAGS.steps, flags.FLAGS.seed,
-                                  record_every=_LONGflags.FLAGS.steps // 20, jit_compile=flags.FLAGS.jit_compile)
-               for label in learned}
+  long_runs = {}
+  for label in learned:
+    key = run_key(long_task.spec.name, optimizers[label], flags.FLAGS.long_steps,
+                  flags.FLAGS.seed)
+    if key not in cache:
+      cache[key] = train_curve(long_task, optimizers[label], flags.FLAGS.long_steps,
+                               flags.FLAGS.seed, record_every=flags.FLAGS.long_steps // 20,
+                               jit_compile=flags.FLAGS.jit_compile)
+    long_runs[label] = cache[key]
+    save(cache)
   stability = {label: {"final_loss": c["loss"][-1], "start_loss": c["loss"][0],
                        "diverged": diverged(c)} for label, c in long_runs.items()}
   print("\n" + table)
   for label, s in stability.items():
-    print(f"{label}: {_LONGflags.FLAGS.steps} steps on digits_mlp_32_relu: loss {s['start_loss']:.4f}"
+    print(f"{label}: {flags.FLAGS.long_steps} steps on digits_mlp_32_relu: loss {s['start_loss']:.4f}"
           f" -> {s['final_loss']:.4f}" + (" DIVERGED" if s["diverged"] else ""))
   if flags.FLAGS.out_dir:
     os.makedirs(flags.FLAGS.out_dir, exist_ok=True)

@@ -40,11 +40,19 @@ _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def initial_theta(cfg: config_lib.MetaTrainConfig, network) -> Dict[str, tf.Tensor]:
+  """The theta meta-training starts from (see MetaTrainConfig.init, init_noise)."""
   if cfg.init == "hand_set":
-    return network.hand_set_theta(step_size=cfg.init_step_size)
-  if cfg.network == "coordinate":
-    return network.init_theta(cfg.seed, step_size=cfg.init_step_size)
-  return network.init_theta(cfg.seed)
+    theta = network.hand_set_theta(step_size=cfg.init_step_size)
+  elif cfg.network == "coordinate":
+    theta = network.init_theta(cfg.seed, step_size=cfg.init_step_size)
+  else:
+    theta = network.init_theta(cfg.seed)
+  if cfg.init_noise > 0:
+    for i, name in enumerate(sorted(theta)):
+      if name.endswith(("/query", "/key")):
+        theta[name] = theta[name] + cfg.init_noise * tf.random.stateless_normal(
+            theta[name].shape, [cfg.seed, 1000 + i])
+  return theta
 
 
 class _Trajectory:

@@ -16,6 +16,9 @@ SHIPPED = {
     # Not meta-trained: a hand-set theta that is normalized momentum
     # (see hand_set_v0.md). The default until meta-trained weights ship.
     "hand_set_v0": "hand_set_v0.npz",
+    # Meta-trained by `python -m mnemosyne_tf.meta.train` from
+    # configs/meta/coordinate.yaml (see coordinate_v1.md).
+    "coordinate_v1": "coordinate_v1.npz",
 }
 DEFAULT_WEIGHTS = "hand_set_v0"
 
