@@ -175,6 +175,7 @@ def define_flags():
   flags.DEFINE_integer("steps", 2000, "Steps per run (10x the horizon).")
   flags.DEFINE_integer("horizon", 200, "The meta-training horizon (1x).")
   flags.DEFINE_integer("seed", 0, "Initialization and batch seed.")
+  flags.DEFINE_list("tasks", None, "Held-out tasks to run (default: all of tasks.HELD_OUT).")
   flags.DEFINE_integer("long_steps", 10000,
                                      "Steps of the stability run on digits_mlp_32_relu.")
   flags.DEFINE_string("out_dir", None, "Where to write evaluation.{json,md,png}.")
@@ -207,7 +208,12 @@ def main(argv):
         json.dump(runs, f)
       os.replace(cache_path + ".tmp", cache_path)
 
-  results = evaluate(optimizers, [s.name for s in tasks_lib.HELD_OUT], flags.FLAGS.steps,
+  held_out = [s.name for s in tasks_lib.HELD_OUT]
+  names = flags.FLAGS.tasks or held_out
+  for name in names:
+    if name not in held_out:
+      raise app.UsageError(f"--tasks: {name!r} is not a held-out task ({held_out})")
+  results = evaluate(optimizers, names, flags.FLAGS.steps,
                      flags.FLAGS.horizon, flags.FLAGS.seed, log=lambda l: print(l, flush=True),
                      jit_compile=flags.FLAGS.jit_compile, cache=cache, save=save)
   table, verdicts = summarize(results, flags.FLAGS.horizon, flags.FLAGS.steps, learned)
