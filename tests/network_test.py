@@ -1,7 +1,5 @@
 """Tests of core/network.py: the coordinate-wise learned optimizer."""
 
-import dataclasses
-import math
 
 import numpy as np
 import tensorflow as tf

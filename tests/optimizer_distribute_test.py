@@ -5,7 +5,6 @@ from tests import testing
 _NUM_CPUS = testing.use_logical_cpus(2)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import mnemosyne_tf  # noqa: E402

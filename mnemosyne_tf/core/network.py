@@ -148,7 +148,7 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
   def init_theta(self, seed: int, step_size: float = 1e-3,
                  scale: float = 0.1) -> Theta:
     """Random theta for meta-training: small Gaussian weights, zero biases,
-    per-head discounts spread log-uniformly over momenta 0.5 .. 0.999."""
+    per-head discounts spread evenly over momenta 0.5 .. 0.999."""
     theta = self.projections()
     c = self.config
     momenta = [0.5 + (0.999 - 0.5) * h / max(c.num_heads - 1, 1)
