@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import mnemosyne_tf
 from mnemosyne_tf.meta import config as config_lib
+from mnemosyne_tf.meta import curves
 from mnemosyne_tf.meta import trainer as trainer_lib
 
 _TINY = {"network": "coordinate", "init": "hand_set", "seed": 3,
@@ -39,6 +40,9 @@ class MetaTrainerTest(tf.test.TestCase):
       records = [json.loads(line) for line in f]
     self.assertEqual([r["step"] for r in records], [1, 2, 3, 4])
     self.assertTrue(all(np.isfinite(r["meta_loss"]) for r in records))
+    png = curves.plot_metrics(meta.metrics_path, os.path.join(workdir, "curve.png"))
+    with open(png, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
     # The projection is fixed, never trained.
     self.assertAllEqual(opt._rule.theta["cam0/projection"],
                         meta.network.projections()["cam0/projection"])
