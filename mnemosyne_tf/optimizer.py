@@ -122,9 +122,9 @@ class Mnemosyne(LearnedOptimizer):
 
   def __init__(self, learning_rate=1.0, weights=weights_lib.DEFAULT_WEIGHTS,
                mode="coordinate", weights_sha256=None, name="mnemosyne", **kwargs):
-    rule_lib.check_arguments(learning_rate, weights, kwargs.get("weight_decay"), mode)
+    network_kind = rule_lib.network_for_mode(mode)  # checked before any variable
     super().__init__(weights=weights, learning_rate=learning_rate,
-                     weights_sha256=weights_sha256, network_kind=rule_lib.MODES[mode],
+                     weights_sha256=weights_sha256, network_kind=network_kind,
                      name=name, **kwargs)
     self.mode = mode
 

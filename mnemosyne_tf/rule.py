@@ -34,10 +34,15 @@ def build_network(kind: str, config: dict):
   return network_cls(config_cls.from_dict(config))
 
 
-def check_arguments(learning_rate, weights, weight_decay, mode=None):
-  """Validates the learned optimizers' own constructor arguments (ValueError)."""
-  if mode is not None and mode not in MODES:
+def network_for_mode(mode: str) -> str:
+  """The network a Mnemosyne mode needs (ValueError for an unknown mode)."""
+  if mode not in MODES:
     raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
+  return MODES[mode]
+
+
+def check_arguments(learning_rate, weights, weight_decay):
+  """Validates the learned optimizers' own constructor arguments (ValueError)."""
   weights_lib.resolve(weights)
   if isinstance(learning_rate, bool) or (
       not isinstance(learning_rate, numbers.Real) and not callable(learning_rate)):

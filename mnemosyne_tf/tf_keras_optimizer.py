@@ -44,8 +44,9 @@ class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
                clipnorm=None, clipvalue=None, global_clipnorm=None,
                use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
                jit_compile=True, name="mnemosyne", **kwargs):
-    rule_lib.check_arguments(learning_rate, weights, weight_decay, mode)
-    self._rule = rule_lib.LearnedRule(weights, weights_sha256, rule_lib.MODES[mode])
+    network_kind = rule_lib.network_for_mode(mode)
+    rule_lib.check_arguments(learning_rate, weights, weight_decay)
+    self._rule = rule_lib.LearnedRule(weights, weights_sha256, network_kind)
     super().__init__(
         name=name, weight_decay=weight_decay, clipnorm=clipnorm,
         clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,

@@ -20,7 +20,6 @@ NUM_FEATURES = 3
 # Gradients are clipped to +/- this before featurization so that g^2 (and the
 # second moment) stays finite in float32; it changes no feature below it.
 MAX_ABS_GRADIENT = 1e15
-FEATURE_NAMES = ("normalized_gradient", "log_magnitude", "sign")
 
 
 def update_second_moment(second_moment: tf.Tensor, grad: tf.Tensor,

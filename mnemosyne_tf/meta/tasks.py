@@ -145,10 +145,6 @@ class Task:
     if self.model.non_trainable_variables:
       raise ValueError(f"task {spec.name}: models with non-trainable state are not supported")
 
-  @property
-  def num_params(self) -> int:
-    return int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
-
   def init_params(self, seed: int, init_scale: float = 1.0) -> List[tf.Tensor]:
     """Fresh initial parameters (Keras initializers, seeded), times init_scale."""
     keras.utils.set_random_seed(seed)
@@ -161,10 +157,6 @@ class Task:
     logits, _ = self.model.stateless_call(list(params), [], x)
     return tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
-  def full_loss(self, params) -> tf.Tensor:
-    """Loss on the whole training set."""
-    return self.loss(params, self.x, self.y)
 
   def batches(self, seed, num: int):
     """`num` batches drawn with replacement from a stateless seed ([num, B, ...])."""
