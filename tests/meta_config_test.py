@@ -37,6 +37,11 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("estimator", {"estimator": "pes2"}, "estimator must be one of"),
       ("hand_set_lstm", {"network": "lstm"}, "hand_set' exists only"),
       ("scale_range", {"init_scale_range": [2.0, 1.0]}, "init_scale_range"),
+      ("max_horizon_below", {"horizon": 200, "unroll": 20, "max_horizon": 100},
+       "max_horizon must be 0 or a multiple of unroll"),
+      ("max_horizon_multiple", {"horizon": 200, "unroll": 20, "max_horizon": 210},
+       "max_horizon"),
+      ("loss_floor", {"meta_loss_floor": -1e-3}, "meta_loss_floor must be a float >= 0"),
       ("unknown_field", {"learning_rate": 0.1}, "unknown fields"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):

@@ -75,6 +75,49 @@ class MetaTrainerTest(tf.test.TestCase):
     noisy.train(log=lambda line: None)
     self.assertNotAllClose(start, noisy.theta["cam0/key"], atol=1e-7, rtol=0)
 
+  def test_varied_horizons_are_whole_segments_in_range_and_resume(self):
+    cfg = tiny(horizon=4, unroll=2, max_horizon=40, meta_steps=6)
+    meta = trainer_lib.MetaTrainer(cfg, self.create_tempdir().full_path)
+    lengths = set()
+    for index, traj in enumerate(meta.trajectories):
+      for _ in range(30):
+        meta._restart(index, traj)
+        lengths.add(int(traj.length.numpy()))
+    self.assertTrue(all(4 <= n <= 40 and n % 2 == 0 for n in lengths), lengths)
+    self.assertGreater(len(lengths), 5)  # they do vary
+    # A trajectory runs exactly its own length before it restarts.
+    meta = trainer_lib.MetaTrainer(cfg, self.create_tempdir().full_path)
+    meta.train(log=lambda line: None)
+    traj = meta.trajectories[0]
+    self.assertLessEqual(int(traj.position.numpy()), int(traj.length.numpy()))
+    workdir = self.create_tempdir().full_path
+    trainer_lib.MetaTrainer(tiny(horizon=4, unroll=2, max_horizon=40, meta_steps=3),
+                            workdir).train(log=lambda line: None)
+    resumed = trainer_lib.MetaTrainer(cfg, workdir)
+    resumed.train(log=lambda line: None)
+    for name in meta.theta:
+      self.assertAllClose(resumed.theta[name], meta.theta[name], rtol=1e-6, atol=1e-8)
+    self.assertEqual(int(resumed.trajectories[0].length.numpy()), int(traj.length.numpy()))
+
+  def test_loss_floor_keeps_a_solved_task_in_the_meta_loss(self):
+    """With a loss of 0, log(loss) = -inf would drop the segment; the floor
+    keeps it finite at log(floor), with a zero gradient there."""
+    for floor, finite in ((0.0, False), (1e-4, True)):
+      meta = trainer_lib.MetaTrainer(tiny(meta_loss_floor=floor),
+                                     self.create_tempdir().full_path)
+      traj = meta.trajectories[0]
+      meta._restart(0, traj)
+      task = traj.task
+      task.loss = lambda params, x, y: 0.0 * tf.add_n([tf.reduce_sum(p) for p in params])
+      with_gradient, _ = meta._segment_fn(0)
+      meta_loss, grad, _, _ = with_gradient(
+          {k: v.value() for k, v in meta.theta.items()}, [p.value() for p in traj.params],
+          [s.value() for s in traj.states], traj.position.value(),
+          tf.constant([0, 0], tf.int32), traj.loss_scale.value())
+      self.assertEqual(bool(np.isfinite(meta_loss)), finite, msg=floor)
+      if finite:
+        self.assertAllClose(meta_loss, np.log(1e-4))
+
   def test_es_estimator_updates_theta(self):
     meta = trainer_lib.MetaTrainer(tiny(estimator="es", es_pairs=2, meta_steps=2),
                                    self.create_tempdir().full_path)

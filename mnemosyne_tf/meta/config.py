@@ -33,6 +33,13 @@ class MetaTrainConfig:
       initialization (the meta-training horizon).
     unroll: optimizee steps per truncated segment (one meta-gradient each);
       must divide horizon.
+    max_horizon: 0, or a length > horizon: then every trajectory's length is
+      drawn log-uniformly from [horizon, max_horizon] (whole segments) when it
+      starts, so that the meta-loss also sees late training (against the
+      short-horizon bias) at no extra cost per meta-step.
+    meta_loss_floor: the meta-loss averages log(max(loss, floor)); 0 means no
+      floor (a loss of exactly 0 then makes the segment's meta-loss -inf and
+      the segment is dropped).
     meta_steps: meta-optimizer steps (each advances every task by one segment).
     meta_learning_rate: Adam step size on theta.
     meta_grad_clip: global-norm clip of the meta-gradient.
@@ -56,6 +63,8 @@ class MetaTrainConfig:
   tasks: Tuple[str, ...] = tuple(spec.name for spec in tasks_lib.META_TRAIN)
   horizon: int = 200
   unroll: int = 20
+  max_horizon: int = 0
+  meta_loss_floor: float = 0.0
   meta_steps: int = 1000
   meta_learning_rate: float = 1e-3
   meta_grad_clip: float = 1.0
@@ -104,6 +113,16 @@ class MetaTrainConfig:
     if isinstance(self.horizon, int) and isinstance(self.unroll, int) and self.unroll >= 1:
       need(self.horizon % self.unroll == 0,
            f"unroll ({self.unroll}) must divide horizon ({self.horizon})")
+    if isinstance(self.horizon, int) and isinstance(self.unroll, int) and self.unroll >= 1:
+      need(isinstance(self.max_horizon, int) and not isinstance(self.max_horizon, bool)
+           and (self.max_horizon == 0 or (self.max_horizon > self.horizon
+                                          and self.max_horizon % self.unroll == 0)),
+           f"max_horizon must be 0 or a multiple of unroll ({self.unroll}) above horizon "
+           f"({self.horizon}), got {self.max_horizon!r}")
+    need(isinstance(self.meta_loss_floor, (int, float))
+         and not isinstance(self.meta_loss_floor, bool)
+         and math.isfinite(self.meta_loss_floor) and self.meta_loss_floor >= 0,
+         f"meta_loss_floor must be a float >= 0, got {self.meta_loss_floor!r}")
     need(isinstance(self.init_noise, (int, float)) and not isinstance(self.init_noise, bool)
          and math.isfinite(self.init_noise) and self.init_noise >= 0,
          f"init_noise must be a float >= 0, got {self.init_noise!r}")

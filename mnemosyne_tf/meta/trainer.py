@@ -1,11 +1,11 @@
 """Meta-training by truncated unrolls (the library behind `meta/train.py`).
 
 Each configured task runs one optimizee trajectory at a time: `horizon` steps of
-training from a fresh (augmented) initialization, cut into segments of `unroll`
-steps. A meta-step advances every task's trajectory by one segment and updates
+training from a fresh (augmented) initialization (or a length drawn per
+trajectory up to `max_horizon`), cut into segments of `unroll` steps. A meta-step advances every task's trajectory by one segment and updates
 theta once, from the average over tasks of the meta-gradient of
 
-    meta-loss = mean over the segment's steps of log(loss_k)
+    meta-loss = mean over the segment's steps of log(max(loss_k, meta_loss_floor))
 
 (the log makes tasks of different loss scales comparable). Gradients of the
 optimizee are treated as constants (Andrychowicz et al.'s first-order
@@ -58,8 +58,9 @@ def initial_theta(cfg: config_lib.MetaTrainConfig, network) -> Dict[str, tf.Tens
 class _Trajectory:
   """One task's optimizee trajectory, in variables."""
 
-  def __init__(self, task: tasks_lib.Task, network):
+  def __init__(self, task: tasks_lib.Task, network, horizon: int, varied: bool):
     self.task = task
+    self.varied = varied
     params = task.init_params(0)
     self.params = [tf.Variable(p, trainable=False) for p in params]
     self.states = [tf.Variable(network.pack_state(network.init_state(p), p.shape),
@@ -67,10 +68,14 @@ class _Trajectory:
     self.position = tf.Variable(0, dtype=tf.int64, trainable=False)  # steps done
     self.restarts = tf.Variable(-1, dtype=tf.int64, trainable=False)
     self.loss_scale = tf.Variable(1.0, trainable=False)
+    self.length = tf.Variable(horizon, dtype=tf.int64, trainable=False)  # its horizon
 
   def checkpointables(self):
-    return {"params": self.params, "states": self.states, "position": self.position,
-            "restarts": self.restarts, "loss_scale": self.loss_scale}
+    saved = {"params": self.params, "states": self.states, "position": self.position,
+             "restarts": self.restarts, "loss_scale": self.loss_scale}
+    if self.varied:  # runs with a fixed horizon keep the checkpoint layout they had
+      saved["length"] = self.length
+    return saved
 
 
 class MetaTrainer:
@@ -91,7 +96,8 @@ class MetaTrainer:
     self.adam_v = {k: tf.Variable(tf.zeros_like(v)) for k, v in self.theta.items()}
     self.meta_step = tf.Variable(0, dtype=tf.int64, trainable=False)
     self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-    self.trajectories = [_Trajectory(tasks_lib.Task(tasks_lib.get_spec(name)), self.network)
+    self.trajectories = [_Trajectory(tasks_lib.Task(tasks_lib.get_spec(name)), self.network,
+                                     cfg.horizon, varied=cfg.max_horizon > 0)
                          for name in cfg.tasks]
     self._segments = {}
     self.checkpoint = tf.train.Checkpoint(
@@ -130,6 +136,10 @@ class MetaTrainer:
       return self._segments[task_index]
     task = self.trajectories[task_index].task
     network, fixed, unroll = self.network, self.fixed, self.cfg.unroll
+    floor = self.cfg.meta_loss_floor
+
+    def log_loss(loss):
+      return tf.math.log(tf.maximum(loss, floor) if floor > 0 else loss)
     shapes = [p.shape for p in self.trajectories[task_index].params]
 
     def run(theta_trainable, params, packed, position, seed, loss_scale):
@@ -144,7 +154,7 @@ class MetaTrainer:
           loss = task.loss(current, tf.gather(xs, k), tf.gather(ys, k))
           scaled = loss * loss_scale  # augmentation: what the optimizer sees
         grads = inner.gradient(scaled, current)
-        total += tf.math.log(loss)
+        total += log_loss(loss)
         step = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
         new_params, new_states = [], []
         for p, g, s in zip(current, grads, states):
@@ -152,7 +162,7 @@ class MetaTrainer:
           new_params.append(p + update)
           new_states.append(s)
         current, states = new_params, new_states
-      total += tf.math.log(task.loss(current, xs[unroll], ys[unroll]))
+      total += log_loss(task.loss(current, xs[unroll], ys[unroll]))
       meta_loss = total / float(unroll + 1)
       packed = [network.pack_state(s, shape) for s, shape in zip(states, shapes)]
       return meta_loss, current, packed
@@ -180,6 +190,11 @@ class MetaTrainer:
     init_scale = math.exp(rng.uniform(math.log(low), math.log(high)))
     low, high = self.cfg.loss_scale_range
     traj.loss_scale.assign(math.exp(rng.uniform(math.log(low), math.log(high))))
+    if self.cfg.max_horizon:
+      unroll = self.cfg.unroll
+      segments = math.exp(rng.uniform(math.log(self.cfg.horizon // unroll),
+                                      math.log(self.cfg.max_horizon // unroll)))
+      traj.length.assign(unroll * int(round(segments)))
     init = traj.task.init_params(seed=1000 * self.cfg.seed + 7919 * index + restarts,
                                  init_scale=init_scale)
     for var, value in zip(traj.params, init):
@@ -219,7 +234,8 @@ class MetaTrainer:
     for step in range(start_step, cfg.meta_steps):
       losses, grads = [], []
       for index, traj in enumerate(self.trajectories):
-        if int(traj.restarts.numpy()) < 0 or int(traj.position.numpy()) >= cfg.horizon:
+        done = int(traj.position.numpy()) >= int(traj.length.numpy())
+        if int(traj.restarts.numpy()) < 0 or done:
           self._restart(index, traj)
         with_gradient, forward = self._segment_fn(index)
         seed = tf.constant([cfg.seed, step * 131 + index], tf.int32)
