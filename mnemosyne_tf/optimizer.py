@@ -49,6 +49,11 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     """How the weights were made (their file's provenance record)."""
     return dict(self._rule.provenance)
 
+  @property
+  def weights_sha256(self) -> str:
+    """SHA-256 of the weights this optimizer runs (what identifies its behaviour)."""
+    return self._rule.sha256
+
   def build(self, var_list):
     if self.built:
       return
@@ -57,12 +62,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
     self._states = []
     for var in var_list:
       shape = tuple(var.shape)
-      with strategy.extended.colocate_vars_with(var.value):
+      # Keras variables wrap a tf.Variable; plain tf.Variables (tf.Module, tf_keras
+      # models in a custom loop) are their own.
+      tf_var = var.value if isinstance(var, keras.Variable) else var
+      base = var.path if hasattr(var, "path") else var.name.split(":")[0]
+      with strategy.extended.colocate_vars_with(tf_var):
         self._states.append(self.add_variable(
             shape=self._rule.slot_shape(shape),
             initializer=lambda s, dtype=None, shape=shape: self._rule.initial_slot(shape),
-            dtype="float32",
-            name=f"{var.path.replace('/', '_')}_learned_state"))
+            dtype="float32", name=f"{base.replace('/', '_')}_learned_state"))
 
   def update_step(self, gradient, variable, learning_rate):
     state = self._states[self._get_variable_index(variable)]

@@ -55,6 +55,16 @@ class SingleStepTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(var, w, rtol=1e-6, atol=1e-7)
     self.assertEqual(int(opt.iterations), 6)
 
+  def test_plain_tf_variables_step_like_keras_variables(self):
+    """tf.Variables (tf.Module parameters, a soft prompt) are trained too."""
+    param0 = np.linspace(-1, 1, 12).reshape(3, 4).astype(np.float32)
+    grads = testing.random_gradients((3, 4), 4)
+    var = tf.Variable(param0, name="prompt")
+    opt = mnemosyne_tf.Mnemosyne()
+    for g, w in zip(grads, core_updates(grads, tf.constant(param0))):
+      opt.apply_gradients([(tf.constant(g), var)])
+      self.assertAllClose(var, w, rtol=1e-6, atol=1e-7)
+
   def test_learning_rate_is_a_multiplier_and_schedules_work(self):
     grads = testing.random_gradients((5,), 1)
     deltas = []

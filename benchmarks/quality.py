@@ -1,0 +1,399 @@
+r"""Quality benchmark: Mnemosyne against tuned baselines, side by side in one run.
+
+    python -m benchmarks.quality --quick     # make bench-quick (under 10 minutes)
+    python -m benchmarks.quality             # make bench (the full run: hours on 2 cores)
+
+Every (problem, optimizer, seed) run starts from the same fresh model (built
+from the seed) and sees the same batches (stateless in (seed, step)); only the
+optimizer differs. Optimizers: Mnemosyne in each mode with its shipped default
+weights (no tuning); the LSTM learned optimizer (Andrychowicz et al.,
+meta-trained by our binary with Mnemosyne's budget); Adam at 1e-3; Adam,
+RMSProp and SGD with momentum 0.9 at every point of a log grid of learning
+rates (7 points 1e-4 .. 1e-1; the best point, chosen by mean final loss over
+seeds, is "tuned").
+
+Figures (DESIGN §6), at 1x (--horizon, the meta-training horizon) and 10x
+(--steps): final training loss = mean minibatch loss over the last 5% of the
+steps; the held-out metric of the problem; steps to reach tuned Adam's final
+loss (10x); wall time of the run (compile included). Mean and standard
+deviation over seeds. A run diverges if its loss becomes NaN/Inf (its final
+loss is then inf).
+
+Outputs in --out_dir: runs.json (every run, re-used when the command is run
+again: an interrupted benchmark continues), results.json (every aggregated
+number and the run's date, machine and command), results.md (the table), and
+curves.png (loss against steps per problem, every optimizer).
+"""
+
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+FULL_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))  # 1e-4 .. 1e-1
+QUICK_GRID = (1e-3, 1e-2, 1e-1)
+FAMILIES = ("adam", "rmsprop", "sgdm")
+FAMILY_NAMES = {"adam": "Adam", "rmsprop": "RMSProp", "sgdm": "SGD-momentum"}
+LSTM_WEIGHTS = "lstm_v1"
+
+
+# ----------------------------------------------------------------- optimizers
+def optimizer_specs(grid, lstm_weights=LSTM_WEIGHTS, modes=None):
+  """The optimizer list: learned ones first, then each family over the grid."""
+  from mnemosyne_tf import rule
+  from mnemosyne_tf import weights as weights_lib
+  specs = [f"mnemosyne:{mode}" for mode in (modes or rule.MODES)]
+  if lstm_weights and (lstm_weights in weights_lib.SHIPPED or os.path.exists(lstm_weights)):
+    specs.append(f"learned:{lstm_weights}")
+  specs += [f"{family}:{lr:g}" for family in FAMILIES for lr in grid]
+  return specs
+
+
+def make_optimizer(spec: str):
+  """'mnemosyne:<mode>', 'learned:<weights>', '<adam|rmsprop|sgdm>:<lr>'."""
+  import keras
+  import mnemosyne_tf
+  kind, _, arg = spec.partition(":")
+  if kind == "mnemosyne":
+    return mnemosyne_tf.Mnemosyne(mode=arg)
+  if kind == "learned":
+    return mnemosyne_tf.LearnedOptimizer(weights=arg)
+  if kind in FAMILIES:
+    lr = float(arg)
+    if kind == "adam":
+      return keras.optimizers.Adam(lr)
+    if kind == "rmsprop":
+      return keras.optimizers.RMSprop(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9)
+  raise ValueError(f"unknown optimizer spec {spec!r}: expected mnemosyne:<mode>, "
+                   f"learned:<weights> or one of {FAMILIES} with :<learning rate>")
+
+
+def spec_version(spec: str) -> str:
+  """What identifies the optimizer's behaviour in the run cache (weights checksum)."""
+  if spec.split(":")[0] in ("mnemosyne", "learned"):
+    return f"{spec}@{make_optimizer(spec).weights_sha256[:16]}"
+  return spec
+
+
+def label(spec: str) -> str:
+  kind, _, arg = spec.partition(":")
+  if kind == "mnemosyne":
+    return f"Mnemosyne ({arg})"
+  if kind == "learned":
+    return f"LSTM ({arg})"
+  return f"{FAMILY_NAMES[kind]} {float(arg):g}"
+
+
+# ----------------------------------------------------------------- one run
+def train_run(problem_name: str, spec: str, steps: int, seed: int, points: int = 100,
+              jit_compile: bool = False) -> dict:
+  """Trains a fresh problem with a fresh optimizer; minibatch losses, averaged
+  over `points` equal chunks, the finals and the held-out metrics."""
+  import numpy as np
+  import tensorflow as tf
+  from benchmarks import problems
+  if steps % points:
+    raise ValueError(f"steps ({steps}) must be a multiple of the curve points ({points})")
+  started = time.time()
+  problem = problems.make(problem_name, seed)
+  optimizer = make_optimizer(spec)
+  optimizer.build(problem.variables)
+  chunk = steps // points
+  seed_tensor = tf.constant([seed, 0], tf.int32)
+
+  @tf.function(jit_compile=jit_compile)
+  def run_chunk(first):
+    losses = tf.TensorArray(tf.float32, size=chunk)
+    for i in tf.range(chunk):
+      inputs, targets = problem.batch(seed_tensor, first + i)
+      with tf.GradientTape() as tape:
+        loss = problem.loss(inputs, targets)
+      grads = tape.gradient(loss, problem.variables)
+      optimizer.apply_gradients(zip(grads, problem.variables))
+      losses = losses.write(i, loss)
+    return losses.stack()
+
+  losses = []
+  for first in range(0, steps, chunk):
+    values = run_chunk(tf.constant(first, tf.int32)).numpy()
+    losses.extend(float(v) for v in values)
+    if not np.all(np.isfinite(values)):
+      break
+  diverged = len(losses) < steps or not all(math.isfinite(v) for v in losses)
+  curve = [float(np.mean(losses[i:i + chunk])) for i in range(0, len(losses), chunk)]
+  metrics = {} if diverged else problem.metrics()
+  return {"curve": curve, "chunk": chunk, "losses_at": _finals(losses, steps),
+          "diverged": diverged, "metrics": metrics, "wall_seconds": time.time() - started}
+
+
+def final_loss(losses, horizon: int) -> float:
+  """Mean minibatch loss over the last 5% of the first `horizon` steps."""
+  if len(losses) < horizon:
+    return float("inf")
+  window = losses[horizon - max(1, horizon // 20):horizon]
+  value = sum(window) / len(window)
+  return value if math.isfinite(value) else float("inf")
+
+
+def _finals(losses, steps):
+  return {str(h): final_loss(losses, h) for h in range(steps // 10, steps + 1, steps // 10)}
+
+
+def steps_to_reach(run: dict, target: float):
+  """First step at whose chunk the mean minibatch loss is <= target (None if never)."""
+  for i, value in enumerate(run["curve"]):
+    if value <= target:
+      return (i + 1) * run["chunk"]
+  return None
+
+
+# ----------------------------------------------------------------- aggregation
+def _mean_std(values):
+  finite = [v for v in values if v is not None and math.isfinite(v)]
+  if len(finite) < len(values):
+    return float("inf"), float("nan")
+  mean = sum(finite) / len(finite)
+  std = math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+  return mean, std
+
+
+def aggregate(runs: dict, problem_names, specs, seeds, steps, horizon) -> dict:
+  """Per problem: each optimizer's mean/std figures, tuned points, ranking."""
+  out = {}
+  for name in problem_names:
+    per_spec = {}
+    for spec in specs:
+      rs = [runs[(name, spec, seed)] for seed in seeds]
+      entry = {"label": label(spec)}
+      for tag, h in (("1x", horizon), ("10x", steps)):
+        entry[f"loss_{tag}"], entry[f"loss_{tag}_std"] = _mean_std(
+            [r["losses_at"][str(h)] for r in rs])
+      entry["diverged"] = sum(r["diverged"] for r in rs)
+      entry["wall_seconds"] = _mean_std([r["wall_seconds"] for r in rs])[0]
+      metric_names = sorted(set().union(*(r["metrics"] for r in rs)))
+      entry["metrics"] = {m: _mean_std([r["metrics"].get(m, float("nan")) for r in rs])
+                          for m in metric_names}
+      per_spec[spec] = entry
+    tuned = {}
+    for family in FAMILIES:
+      members = [s for s in specs if s.startswith(family + ":")]
+      if members:
+        tuned[family] = {tag: min(members, key=lambda s: per_spec[s][f"loss_{tag}"])
+                         for tag in ("1x", "10x")}
+    target = per_spec[tuned["adam"]["10x"]]["loss_10x"] if "adam" in tuned else None
+    for spec in specs:
+      reach = [steps_to_reach(runs[(name, spec, seed)], target) for seed in seeds] \
+          if target is not None else []
+      per_spec[spec]["steps_to_tuned_adam"] = (
+          None if not reach or any(r is None for r in reach) else sum(reach) / len(reach))
+    out[name] = {"optimizers": per_spec, "tuned": tuned, "tuned_adam_final_loss": target}
+  return out
+
+
+def grid_rank(per_spec, spec, family, tag):
+  """How many points of `family`'s grid beat `spec` at horizon `tag`."""
+  value = per_spec[spec][f"loss_{tag}"]
+  return sum(per_spec[s][f"loss_{tag}"] < value for s in per_spec
+             if s.startswith(family + ":"))
+
+
+# ----------------------------------------------------------------- outputs
+def _fmt(mean, std=None):
+  if mean is None:
+    return "—"
+  if not math.isfinite(mean):
+    return "diverged"
+  text = f"{mean:.4f}" if mean >= 1e-3 else f"{mean:.2e}"
+  return text + (f" ± {std:.4f}" if std is not None and math.isfinite(std) and std > 0 else "")
+
+
+def markdown(results: dict, meta: dict) -> str:
+  lines = [f"Quality benchmark, {meta['date']} on {meta['machine']}; command: "
+           f"`{meta['command']}`; seeds {meta['seeds']}, {meta['steps']} steps "
+           f"(1x = {meta['horizon']}), learning-rate grid {meta['grid']}.", "",
+           "Final training loss = mean minibatch loss over the last 5% of the steps "
+           "(mean ± std over seeds). 'Grid points of Adam better' counts the points of "
+           "Adam's learning-rate grid with a lower final loss (0 = as good as tuned Adam). "
+           f"Steps = steps to reach tuned Adam's final loss at {meta['steps']} steps.", ""]
+  for name, res in results.items():
+    per_spec, tuned = res["optimizers"], res["tuned"]
+    metric_names = sorted(set().union(*(e["metrics"] for e in per_spec.values())))
+    lines += [f"### {name}", "",
+              f"| optimizer | loss @{meta['horizon']} | loss @{meta['steps']} | "
+              f"grid points of Adam better (@{meta['horizon']} / @{meta['steps']}) | "
+              + " | ".join(metric_names) + (" | " if metric_names else "")
+              + "steps to tuned Adam | wall s |",
+              "|---|---|---|---|" + "---|" * len(metric_names) + "---|---|"]
+    rows = [s for s in per_spec if not s.split(":")[0] in FAMILIES]
+    rows += [s for s in per_spec if s == "adam:0.001"]
+    for family, picks in tuned.items():
+      rows += [picks["1x"]] + ([picks["10x"]] if picks["10x"] != picks["1x"] else [])
+    seen = set()
+    for spec in rows:
+      if spec in seen:
+        continue
+      seen.add(spec)
+      e = per_spec[spec]
+      name_cell = e["label"]
+      kind = spec.split(":")[0]
+      if kind in tuned and spec in tuned[kind].values():
+        which = [tag for tag in ("1x", "10x") if tuned[kind][tag] == spec]
+        name_cell += f" (tuned @{'/'.join(which)})"
+      if kind not in FAMILIES:
+        name_cell = f"**{name_cell}**"
+      rank = (f"{grid_rank(per_spec, spec, 'adam', '1x')} / "
+              f"{grid_rank(per_spec, spec, 'adam', '10x')}") if "adam" in tuned else "—"
+      metrics = [_fmt(*e["metrics"][m]) if m in e["metrics"] else "—" for m in metric_names]
+      reach = e["steps_to_tuned_adam"]
+      lines.append(f"| {name_cell} | {_fmt(e['loss_1x'], e['loss_1x_std'])} | "
+                   f"{_fmt(e['loss_10x'], e['loss_10x_std'])} | {rank} | "
+                   + " | ".join(metrics) + (" | " if metrics else "")
+                   + f"{'never' if reach is None else int(reach)} | {e['wall_seconds']:.0f} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def plot(results, runs, seeds, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  names = list(results)
+  cols = min(4, len(names))
+  rows = (len(names) + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+  for ax, name in zip(axes.flat, names):
+    res = results[name]
+    shown = [s for s in res["optimizers"] if s.split(":")[0] not in FAMILIES]
+    shown += ["adam:0.001"] + [picks["10x"] for picks in res["tuned"].values()]
+    for spec in dict.fromkeys(s for s in shown if s in res["optimizers"]):
+      curves = [runs[(name, spec, seed)] for seed in seeds]
+      length = min(len(r["curve"]) for r in curves)
+      mean = np.mean([r["curve"][:length] for r in curves], axis=0)
+      x = (np.arange(length) + 1) * curves[0]["chunk"]
+      style = "-" if spec.split(":")[0] not in FAMILIES else "--"
+      ax.plot(x, mean, style, label=res["optimizers"][spec]["label"], linewidth=1.4)
+    ax.set_yscale("log")
+    ax.set_title(name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("minibatch loss")
+    ax.legend(fontsize=6)
+  for ax in list(axes.flat)[len(names):]:
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ----------------------------------------------------------------- driver
+def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, points=100,
+                  jit_compile=False, log=print, command=""):
+  """Runs what is missing from out_dir/runs.json, aggregates, writes outputs."""
+  from benchmarks import problems
+  for name in problem_names:
+    if name not in problems.PROBLEMS:
+      raise ValueError(f"unknown problem {name!r}; known: {list(problems.PROBLEMS)}")
+  if horizon <= 0 or steps % horizon or steps % points:
+    raise ValueError(f"need 0 < horizon ({horizon}) dividing steps ({steps}) and steps a "
+                     f"multiple of the curve points ({points})")
+  for spec in specs:
+    make_optimizer(spec)  # bad specs fail before anything runs
+  cache_path = os.path.join(out_dir, "runs.json") if out_dir else None
+  cache = {}
+  if cache_path and os.path.exists(cache_path):
+    with open(cache_path) as f:
+      cache = json.load(f)
+  versions = {spec: spec_version(spec) for spec in specs}
+  runs, todo = {}, []
+  for name in problem_names:
+    for spec in specs:
+      for seed in seeds:
+        key = f"{name}|{versions[spec]}|{steps}|{points}|{seed}|xla={int(jit_compile)}"
+        if key in cache:
+          runs[(name, spec, seed)] = cache[key]
+        else:
+          todo.append((key, name, spec, seed))
+  log(f"{len(runs)} runs cached, {len(todo)} to do")
+  started = time.time()
+  for i, (key, name, spec, seed) in enumerate(todo):
+    run = train_run(name, spec, steps, seed, points, jit_compile)
+    runs[(name, spec, seed)] = cache[key] = run
+    elapsed = time.time() - started
+    eta = elapsed / (i + 1) * (len(todo) - i - 1)
+    log(f"[{i + 1}/{len(todo)}] {name:15s} {label(spec):22s} seed {seed}: loss@{horizon} "
+        f"{_fmt(run['losses_at'][str(horizon)])}  loss@{steps} "
+        f"{_fmt(run['losses_at'][str(steps)])}  {run['wall_seconds']:.0f}s  "
+        f"ETA {eta / 60:.1f} min")
+    if cache_path:
+      os.makedirs(out_dir, exist_ok=True)
+      with open(cache_path + ".tmp", "w") as f:
+        json.dump(cache, f)
+      os.replace(cache_path + ".tmp", cache_path)
+  results = aggregate(runs, problem_names, specs, seeds, steps, horizon)
+  meta = {"date": datetime.date.today().isoformat(),
+          "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                     f"Python {platform.python_version()}",
+          "command": command, "seeds": list(seeds), "steps": steps, "horizon": horizon,
+          "grid": sorted({float(s.split(":")[1]) for s in specs
+                          if s.split(":")[0] in FAMILIES}),
+          "versions": versions, "xla": jit_compile}
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+      json.dump({"meta": meta, "results": results}, f, indent=1, default=str)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+      f.write(markdown(results, meta) + "\n")
+    plot(results, runs, seeds, os.path.join(out_dir, "curves.png"))
+    log(f"wrote {out_dir}/results.{{json,md}} and curves.png")
+  return results, runs, meta
+
+
+def define_flags():
+  flags.DEFINE_bool("quick", False, "The quick benchmark: 1 seed, a 3-point grid, 400 steps "
+                    "(1x and 2x the meta-training horizon); under 10 minutes.")
+  flags.DEFINE_list("problems", None, "Problems (default: all of benchmarks/problems.py).")
+  flags.DEFINE_list("optimizers", None, "Optimizer specs (default: every mode, LSTM, grids).")
+  flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0).")
+  flags.DEFINE_integer("steps", None, "Steps per run (default 2000 = 10x; --quick: 400).")
+  flags.DEFINE_integer("horizon", 200, "The meta-training horizon (1x).")
+  flags.DEFINE_string("lstm_weights", LSTM_WEIGHTS, "The LSTM baseline's weights.")
+  flags.DEFINE_string("out_dir", None, "Outputs (default benchmarks/results/quality[_quick]).")
+  flags.DEFINE_bool("jit_compile", False, "Compile the training steps with XLA.")
+
+
+def main(argv):
+  del argv
+  from benchmarks import problems
+  import tensorflow as tf
+  f = flags.FLAGS
+  tf.config.experimental.enable_op_determinism()
+  quick = f.quick
+  steps = f.steps or (400 if quick else 2000)
+  horizon = f.horizon
+  seeds = [int(s) for s in (f.seeds or (["0"] if quick else ["0", "1", "2"]))]
+  specs = f.optimizers or optimizer_specs(QUICK_GRID if quick else FULL_GRID, f.lstm_weights)
+  out_dir = f.out_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                      "quality_quick" if quick else "quality")
+  names = f.problems or list(problems.PROBLEMS)
+  command = "python -m benchmarks.quality " + " ".join(sys.argv[1:])
+  print(f"{len(names)} problems x {len(specs)} optimizers x {len(seeds)} seeds, "
+        f"{steps} steps (1x = {horizon}) -> {out_dir}", flush=True)
+  results, _, meta = run_benchmark(names, specs, seeds, steps, horizon, out_dir,
+                                   jit_compile=f.jit_compile,
+                                   log=lambda line: print(line, flush=True), command=command)
+  print(markdown(results, meta))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
