@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BAZEL_FLAGS := --python_path=$(CURDIR)/$(PY)
 
-.PHONY: setup demo test pytest bazel-test bazel-setup bench-overhead hand-set-weights clean
+.PHONY: setup demo test pytest bazel-test bazel-setup bench-quick bench bench-overhead \
+        hand-set-weights clean
 
 setup: $(STAMP)
 
@@ -38,6 +39,14 @@ bazel-setup:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq bazel-bootstrap bazel-rules-java; \
 	fi
+
+# Quality against Adam/RMSProp/SGD-momentum over learning-rate grids and the LSTM
+# optimizer, side by side in one run (results in benchmarks/results/).
+bench-quick: setup
+	$(PY) -m benchmarks.quality --quick
+
+bench: setup
+	$(PY) -m benchmarks.quality
 
 # Step time and state size against Adam, side by side in one process.
 bench-overhead: setup

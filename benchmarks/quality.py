@@ -103,8 +103,8 @@ def train_run(problem_name: str, spec: str, steps: int, seed: int, points: int =
   from benchmarks import problems
   if steps % points:
     raise ValueError(f"steps ({steps}) must be a multiple of the curve points ({points})")
-  started = time.time()
   problem = problems.make(problem_name, seed)
+  started = time.time()  # the run's own time: not the problem's (cached) pre-training
   optimizer = make_optimizer(spec)
   optimizer.build(problem.variables)
   chunk = steps // points
@@ -149,9 +149,12 @@ def _finals(losses, steps):
 
 
 def steps_to_reach(run: dict, target: float):
-  """First step at whose chunk the mean minibatch loss is <= target (None if never)."""
-  for i, value in enumerate(run["curve"]):
-    if value <= target:
+  """First step at which the loss, averaged like the final loss (over the last
+  5% of the steps so far, in whole curve chunks), is <= target; None if never."""
+  curve = run["curve"]
+  window = max(1, round(0.05 * len(curve)))
+  for i in range(window - 1, len(curve)):
+    if sum(curve[i - window + 1:i + 1]) / window <= target * (1 + 1e-6):
       return (i + 1) * run["chunk"]
   return None
 
@@ -189,13 +192,15 @@ def aggregate(runs: dict, problem_names, specs, seeds, steps, horizon) -> dict:
       if members:
         tuned[family] = {tag: min(members, key=lambda s: per_spec[s][f"loss_{tag}"])
                          for tag in ("1x", "10x")}
-    target = per_spec[tuned["adam"]["10x"]]["loss_10x"] if "adam" in tuned else None
+    # Steps to reach tuned Adam's final loss on the same seed (same batches).
+    targets = ({seed: runs[(name, tuned["adam"]["10x"], seed)]["losses_at"][str(steps)]
+                for seed in seeds} if "adam" in tuned else {})
     for spec in specs:
-      reach = [steps_to_reach(runs[(name, spec, seed)], target) for seed in seeds] \
-          if target is not None else []
+      reach = [steps_to_reach(runs[(name, spec, seed)], targets[seed]) for seed in targets]
       per_spec[spec]["steps_to_tuned_adam"] = (
           None if not reach or any(r is None for r in reach) else sum(reach) / len(reach))
-    out[name] = {"optimizers": per_spec, "tuned": tuned, "tuned_adam_final_loss": target}
+    out[name] = {"optimizers": per_spec, "tuned": tuned,
+                 "tuned_adam_final_loss": {str(k): v for k, v in targets.items()}}
   return out
 
 

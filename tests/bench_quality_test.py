@@ -1,0 +1,155 @@
+"""The quality benchmark's harness (smoke test) and its problems.
+
+The benchmark itself is not a test; this checks that its machinery computes
+what it says: the figures against direct computations, same seeds -> same
+numbers, the run cache, and errors before any work.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import problems
+from benchmarks import quality
+
+
+class FiguresTest(tf.test.TestCase):
+
+  def test_final_loss_is_the_mean_of_the_last_five_percent(self):
+    losses = [float(i) for i in range(1, 101)]
+    self.assertEqual(quality.final_loss(losses, 100), np.mean(losses[95:]))
+    self.assertEqual(quality.final_loss(losses, 40), np.mean(losses[38:40]))
+    self.assertEqual(quality.final_loss(losses[:30], 40), float("inf"))  # diverged early
+    self.assertEqual(quality.final_loss([1.0, float("nan")], 2), float("inf"))
+
+  def test_steps_to_reach_uses_the_final_loss_window(self):
+    curve = list(np.linspace(2.0, 0.1, 100))
+    run = {"curve": curve, "chunk": 10}
+    # The 5-chunk mean first drops to <= 1.0 at the chunk whose window is centred
+    # two chunks earlier: find it directly.
+    want = next(i for i in range(4, 100) if np.mean(curve[i - 4:i + 1]) <= 1.0)
+    self.assertEqual(quality.steps_to_reach(run, 1.0), (want + 1) * 10)
+    self.assertIsNone(quality.steps_to_reach(run, 0.01))
+    # A run reaches its own final loss exactly at its last step.
+    self.assertEqual(quality.steps_to_reach(run, float(np.mean(curve[95:]))), 1000)
+
+  def test_tuned_is_the_grid_point_with_the_lowest_mean_final_loss(self):
+    def run(final_1x, final_10x):
+      return {"curve": [final_10x] * 100, "chunk": 1, "diverged": False, "metrics": {},
+              "wall_seconds": 1.0, "losses_at": {"10": final_1x, "100": final_10x}}
+    specs = ["adam:0.001", "adam:0.01", "adam:0.1", "sgdm:0.1"]
+    runs = {}
+    for seed, noise in ((0, 0.0), (1, 0.02)):
+      runs[("p", "adam:0.001", seed)] = run(0.5 + noise, 0.2)
+      runs[("p", "adam:0.01", seed)] = run(0.3 + noise, 0.25)  # best at 1x
+      runs[("p", "adam:0.1", seed)] = run(0.9, 0.1 + noise)  # best at 10x
+      runs[("p", "sgdm:0.1", seed)] = run(float("inf"), float("inf"))  # diverged
+    out = quality.aggregate(runs, ["p"], specs, [0, 1], steps=100, horizon=10)["p"]
+    self.assertEqual(out["tuned"]["adam"], {"1x": "adam:0.01", "10x": "adam:0.1"})
+    self.assertAllClose(out["optimizers"]["adam:0.01"]["loss_1x"], 0.31)
+    self.assertAllClose(out["optimizers"]["adam:0.01"]["loss_1x_std"], 0.01)
+    self.assertEqual(out["optimizers"]["sgdm:0.1"]["loss_10x"], float("inf"))
+    self.assertEqual(quality.grid_rank(out["optimizers"], "adam:0.001", "adam", "10x"), 1)
+
+
+class HarnessSmokeTest(tf.test.TestCase):
+
+  def test_one_problem_two_optimizers_is_reproducible_and_cached(self):
+    specs = ["mnemosyne:coordinate", "adam:0.01"]
+    kwargs = dict(problem_names=["diabetes_mlp"], specs=specs, seeds=[0], steps=40,
+                  horizon=20, points=20)  # a chunk = 5% of the steps
+    first_dir = self.create_tempdir().full_path
+    lines = []
+    results, runs, _ = quality.run_benchmark(out_dir=first_dir, log=lines.append, **kwargs)
+    self.assertIn("0 runs cached, 2 to do", lines[0])
+    again, again_runs, _ = quality.run_benchmark(out_dir=self.create_tempdir().full_path,
+                                                 log=lambda line: None, **kwargs)
+    for key in runs:  # same seeds, same numbers
+      self.assertEqual(runs[key]["curve"], again_runs[key]["curve"])
+      self.assertEqual(runs[key]["metrics"], again_runs[key]["metrics"])
+    for spec in specs:
+      entry = results["diabetes_mlp"]["optimizers"][spec]
+      self.assertTrue(np.isfinite(entry["loss_10x"]), spec)
+      self.assertIn("test_mse", entry["metrics"])
+    # Training lowers the loss, and the table reports what the runs hold.
+    run = runs[("diabetes_mlp", "adam:0.01", 0)]
+    self.assertLess(run["curve"][-1], run["curve"][0])
+    self.assertAllClose(run["losses_at"]["40"], run["curve"][-1])
+    with open(os.path.join(first_dir, "results.json")) as f:
+      saved = json.load(f)
+    self.assertEqual(saved["meta"]["steps"], 40)
+    with open(os.path.join(first_dir, "results.md")) as f:
+      self.assertIn("Mnemosyne (coordinate)", f.read())
+    with open(os.path.join(first_dir, "curves.png"), "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    lines = []
+    quality.run_benchmark(out_dir=first_dir, log=lines.append, **kwargs)
+    self.assertIn("2 runs cached, 0 to do", lines[0])
+
+  def test_bad_arguments_fail_before_any_run(self):
+    out_dir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, "unknown optimizer spec 'adamw:0.1'"):
+      quality.run_benchmark(["diabetes_mlp"], ["adam:0.01", "adamw:0.1"], [0], 20, 10,
+                            out_dir, points=10)
+    with self.assertRaisesRegex(ValueError, "unknown problem 'mnist'"):
+      quality.run_benchmark(["mnist"], ["adam:0.01"], [0], 20, 10, out_dir, points=10)
+    with self.assertRaisesRegex(ValueError, "horizon"):
+      quality.run_benchmark(["diabetes_mlp"], ["adam:0.01"], [0], 25, 10, out_dir, points=5)
+    self.assertEqual(os.listdir(out_dir), [])
+
+  def test_default_optimizer_list_covers_every_mode_and_grid(self):
+    specs = quality.optimizer_specs(quality.FULL_GRID, lstm_weights=None)
+    self.assertIn("mnemosyne:coordinate", specs)
+    for family in quality.FAMILIES:
+      self.assertEqual(sum(s.startswith(family + ":") for s in specs), 7)
+    self.assertEqual(quality.FULL_GRID[0], 1e-4)
+    self.assertEqual(quality.FULL_GRID[-1], 1e-1)
+
+
+class ProblemsTest(tf.test.TestCase):
+
+  def test_every_problem_is_deterministic_and_trainable(self):
+    for name in problems.PROBLEMS:
+      a, b = problems.make(name, 0), problems.make(name, 0)
+      for va, vb in zip(a.variables, b.variables):
+        self.assertAllEqual(va, vb, msg=name)
+      seed = tf.constant([0, 0], tf.int32)
+      x1, y1 = a.batch(seed, tf.constant(3))
+      x2, y2 = b.batch(seed, tf.constant(3))
+      self.assertAllEqual(tf.nest.flatten(x1), tf.nest.flatten(x2), msg=name)
+      x3, _ = a.batch(seed, tf.constant(4))
+      self.assertNotAllEqual(tf.nest.flatten(x1)[0], tf.nest.flatten(x3)[0], msg=name)
+      with tf.GradientTape() as tape:
+        loss = a.loss(x1, y1)
+      grads = tape.gradient(loss, a.variables)
+      self.assertTrue(np.isfinite(float(loss)), msg=name)
+      self.assertTrue(all(g is not None for g in grads), msg=name)
+      self.assertTrue(a.metrics(), msg=name)
+
+  def test_frozen_seq2seq_knows_the_task_the_prompt_must_elicit(self):
+    """Prompt tuning is meaningful only if the frozen model can reverse when
+    told to: with its task tokens it must be (nearly) perfect."""
+    model = problems.TinySeq2Seq()
+    (source, decoder_in, task), target = problems._seq2seq_batch(
+        tf.constant([5, 0]), 0, 256, (1,))
+    model(tf.zeros([256, problems._PROMPT_LEN, model.dim]), source, decoder_in)
+    model.set_weights(problems._seq2seq_checkpoint())
+    prefix = model.embed(tf.fill([256, problems._PROMPT_LEN], problems._TASK_TOKENS[1]))
+    predictions = tf.argmax(model(prefix, source, decoder_in), -1, output_type=tf.int32)
+    self.assertGreater(float(tf.reduce_mean(tf.cast(predictions == target, tf.float32))), 0.95)
+    # ...and the prompt problem trains only the prompt.
+    self.assertEqual([v.name for v in problems.make("seq2seq_prompt", 0).variables],
+                     ["soft_prompt:0"])
+
+  def test_vit_fine_tuning_starts_from_the_pretrained_checkpoint(self):
+    a, b = problems.make("digits_vit_ft", 0), problems.make("digits_vit_ft", 1)
+    for va, vb in zip(a.variables, b.variables):  # same checkpoint whatever the seed
+      self.assertAllEqual(va, vb)
+    with self.assertRaisesRegex(ValueError, "unknown benchmark problem"):
+      problems.make("imagenet", 0)
+
+
+if __name__ == "__main__":
+  tf.test.main()
