@@ -1,23 +1,66 @@
 """Optimizer cost against Adam, measured side by side in one process.
 
-    python -m benchmarks.overhead [--repeats=5] [--steps=50]
+    python -m benchmarks.overhead            # make bench-overhead
+    python -m benchmarks.overhead --sizes=1e4,1e5 --repeats=3
 
-For the demo's digits CNN (and any model given by --model), times full training
-steps (forward, backward, optimizer update) with Mnemosyne and with Adam,
-interleaving the optimizers over several repeats so machine noise hits both
-alike, with XLA on and off; reports the median step-time ratio and the
-optimizer-state floats per parameter. Ratios, not absolute times, are the
-result: these machines are shared and noisy.
+For MLPs of about 1e4 .. 1e7 parameters (and the demo's digits CNN), times full
+training steps (forward, backward, optimizer update) with every optimizer:
+Mnemosyne in each mode, the LSTM learned optimizer and Adam. The optimizers of
+one (model, XLA setting) are interleaved over several rounds so that machine
+noise hits them alike; the figure is the median step time's ratio to Adam's.
+Also: optimizer-state bytes per parameter (Adam: 8 in float32), and the slope
+of step time against parameter count (a least-squares line per optimizer over
+the sizes; its ratio to Adam's slope is the cost per extra parameter, what
+dominates for big models). Ratios, not absolute times, are the result: these
+machines are shared and noisy.
+
+Outputs in --out_dir: overhead.json, overhead.md, overhead.png.
 """
 
+import datetime
+import json
 import os
+import platform
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app
-from absl import flags
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+DEFAULT_SIZES = (1e4, 1e5, 1e6, 1e7)
+INPUT_DIM, CLASSES = 64, 10
+
+
+def mlp_width(params: float) -> int:
+  """Width w of a 64-w-w-10 MLP with about `params` parameters."""
+  # w^2 + (64 + 1 + 1 + 10) w + 10 = params
+  b = INPUT_DIM + CLASSES + 2
+  return max(1, int(round((-b + (b * b + 4 * (params - CLASSES)) ** 0.5) / 2)))
+
+
+def build_mlp(width: int):
+  import keras
+  return keras.Sequential([keras.Input((INPUT_DIM,)),
+                           keras.layers.Dense(width, activation="relu"),
+                           keras.layers.Dense(width, activation="relu"),
+                           keras.layers.Dense(CLASSES)], name=f"mlp_{width}")
+
+
+def optimizer_factories(lstm_weights="lstm_v1"):
+  """name -> constructor: Mnemosyne per mode, the LSTM (if its weights exist), Adam."""
+  import keras
+  import mnemosyne_tf
+  from mnemosyne_tf import rule
+  from mnemosyne_tf import weights as weights_lib
+  out = {f"mnemosyne_{mode}": (lambda mode=mode: mnemosyne_tf.Mnemosyne(mode=mode))
+         for mode in rule.MODES}
+  if lstm_weights and (lstm_weights in weights_lib.SHIPPED or os.path.exists(lstm_weights)):
+    out["lstm"] = lambda: mnemosyne_tf.LearnedOptimizer(weights=lstm_weights)
+  out["adam"] = lambda: keras.optimizers.Adam(1e-3)
+  return out
 
 
 def make_step(model, optimizer, jit_compile):
@@ -35,27 +78,27 @@ def make_step(model, optimizer, jit_compile):
   return tf.function(step, jit_compile=jit_compile)
 
 
-def state_floats_per_parameter(optimizer, model) -> float:
+def state_bytes_per_parameter(optimizer, model) -> float:
+  """Bytes of optimizer state (every slot; not the step counter or the
+  learning rate) per trainable model parameter."""
   params = sum(int(v.numpy().size) for v in model.trainable_variables)
   slots = [v for v in optimizer.variables
            if v.path.split("/")[-1] not in ("iteration", "learning_rate")]
-  return sum(int(v.numpy().size) for v in slots) / params
+  return sum(int(v.numpy().size) * v.numpy().dtype.itemsize for v in slots) / params
 
 
-def measure(build_model, x, y, repeats, steps):
-  """{(optimizer, xla): (median seconds/step, state floats/param)}."""
+def measure(build_model, x, y, factories, jit_compile, repeats, steps):
+  """{optimizer: {"seconds": median s/step, "state_bytes": per param}} for one
+  model and XLA setting; optimizers interleaved over `repeats` rounds."""
   import keras
-  import mnemosyne_tf
   runs = {}
-  for jit in (True, False):
-    for name, make_opt in (("mnemosyne", mnemosyne_tf.Mnemosyne),
-                           ("adam", lambda: keras.optimizers.Adam(1e-3))):
-      keras.utils.set_random_seed(0)
-      model = build_model()
-      opt = make_opt()
-      step = make_step(model, opt, jit)
-      step(x, y)  # trace and compile outside the timing
-      runs[(name, jit)] = {"step": step, "model": model, "opt": opt, "times": []}
+  for name, make_opt in factories.items():
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    opt = make_opt()
+    step = make_step(model, opt, jit_compile)
+    step(x, y).numpy()  # trace and compile outside the timing
+    runs[name] = {"step": step, "model": model, "opt": opt, "times": []}
   for _ in range(repeats):
     for run in runs.values():
       start = time.perf_counter()
@@ -63,34 +106,145 @@ def measure(build_model, x, y, repeats, steps):
         loss = run["step"](x, y)
       loss.numpy()
       run["times"].append((time.perf_counter() - start) / steps)
-  return {key: (statistics.median(run["times"]),
-                state_floats_per_parameter(run["opt"], run["model"]))
-          for key, run in runs.items()}
+  return {name: {"seconds": statistics.median(run["times"]),
+                 "state_bytes": state_bytes_per_parameter(run["opt"], run["model"]),
+                 "params": int(run["model"].count_params())}
+          for name, run in runs.items()}
+
+
+def slope(points):
+  """Least-squares slope of seconds against parameters over [(params, s)]."""
+  n = len(points)
+  if n < 2:
+    return float("nan")
+  mx = sum(p for p, _ in points) / n
+  my = sum(s for _, s in points) / n
+  sxx = sum((p - mx) ** 2 for p, _ in points)
+  return sum((p - mx) * (s - my) for p, s in points) / sxx if sxx else float("nan")
+
+
+def run_overhead(sizes, factories, repeats, batch_size, include_cnn=True, log=print):
+  import numpy as np
+  rng = np.random.RandomState(0)
+  x = rng.rand(batch_size, INPUT_DIM).astype(np.float32)
+  y = rng.randint(0, CLASSES, batch_size).astype(np.int32)
+  models = [(f"mlp ~{size:.0e}", lambda w=mlp_width(size): build_mlp(w), x, y)
+            for size in sizes]
+  if include_cnn:
+    from mnemosyne_tf import digits
+    x_train, y_train, _, _ = digits.load_split(0)
+    models.append(("digits CNN", digits.build_cnn, x_train[:batch_size],
+                   y_train[:batch_size]))
+  rows = []
+  for label, build, bx, by in models:
+    params = int(build().count_params())
+    steps = int(min(50, max(3, 3e6 // params)))  # about the same work per round
+    for jit in (True, False):
+      started = time.time()
+      result = measure(build, bx, by, factories, jit, repeats, steps)
+      adam = result["adam"]["seconds"]
+      for name, r in result.items():
+        rows.append({"model": label, "params": params, "xla": jit, "optimizer": name,
+                     "seconds_per_step": r["seconds"], "ratio_to_adam": r["seconds"] / adam,
+                     "state_bytes_per_param": r["state_bytes"]})
+      log(f"{label:12s} {params:>10,d} params  XLA {'on ' if jit else 'off'}  " + "  ".join(
+          f"{name} {result[name]['seconds'] / adam:.2f}x" for name in result if name != "adam")
+          + f"  ({time.time() - started:.0f} s)")
+  slopes = {}
+  for jit in (True, False):
+    for name in factories:
+      pts = [(r["params"], r["seconds_per_step"]) for r in rows
+             if r["xla"] == jit and r["optimizer"] == name and r["model"].startswith("mlp")]
+      slopes.setdefault("on" if jit else "off", {})[name] = slope(pts)
+  slope_ratios = {x: {name: s / by_opt["adam"] for name, s in by_opt.items()}
+                  for x, by_opt in slopes.items()}
+  return rows, slopes, slope_ratios
+
+
+def markdown(rows, slope_ratios, meta) -> str:
+  names = list(dict.fromkeys(r["optimizer"] for r in rows if r["optimizer"] != "adam"))
+  lines = [f"Overhead benchmark, {meta['date']} on {meta['machine']}; command: "
+           f"`{meta['command']}`; median of {meta['repeats']} interleaved rounds, batch "
+           f"{meta['batch_size']}. Step time of a full training step as a ratio to Adam's "
+           "in the same process.", "",
+           "| model | parameters | XLA | " + " | ".join(f"{n} / Adam" for n in names) + " |",
+           "|---|---|---|" + "---|" * len(names)]
+  keys = list(dict.fromkeys((r["model"], r["params"], r["xla"]) for r in rows))
+  for model, params, xla in keys:
+    cells = []
+    for n in names:
+      match = [r for r in rows if (r["model"], r["xla"], r["optimizer"]) == (model, xla, n)]
+      cells.append(f"{match[0]['ratio_to_adam']:.2f}x" if match else "—")
+    lines.append(f"| {model} | {params:,d} | {'on' if xla else 'off'} | " + " | ".join(cells)
+                 + " |")
+  lines += ["", "Slope of step time against parameter count (MLPs), as a ratio to Adam's: "
+            "the cost of each extra parameter.", "",
+            "| XLA | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for xla, ratios in slope_ratios.items():
+    lines.append(f"| {xla} | " + " | ".join(f"{ratios[n]:.2f}x" for n in names) + " |")
+  state = {r["optimizer"]: r["state_bytes_per_param"] for r in rows}
+  lines += ["", "Optimizer-state bytes per parameter: " + ", ".join(
+      f"{n} {state[n]:.0f}" for n in list(names) + ["adam"]) + "."]
+  return "\n".join(lines)
+
+
+def plot(rows, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name in dict.fromkeys(r["optimizer"] for r in rows if r["optimizer"] != "adam"):
+    for xla, style in ((True, "-o"), (False, "--s")):
+      pts = sorted((r["params"], r["ratio_to_adam"]) for r in rows if r["optimizer"] == name
+                   and r["xla"] == xla and r["model"].startswith("mlp"))
+      if pts:
+        ax.plot(*zip(*pts), style, label=f"{name}, XLA {'on' if xla else 'off'}")
+  ax.axhline(1.0, color="gray", linewidth=0.8)
+  ax.set_xscale("log")
+  ax.set_xlabel("parameters (MLP)")
+  ax.set_ylabel("step time / Adam's")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
 
 
 def define_flags():
   """Defines this binary's flags (only when it runs as a binary)."""
-  flags.DEFINE_integer("repeats", 5, "Interleaved timing rounds.")
-  flags.DEFINE_integer("steps", 50, "Timed steps per round.")
+  flags.DEFINE_list("sizes", [f"{s:.0e}" for s in DEFAULT_SIZES], "MLP sizes (parameters).")
+  flags.DEFINE_integer("repeats", 3, "Interleaved timing rounds.")
   flags.DEFINE_integer("batch_size", 64, "Batch size.")
+  flags.DEFINE_string("lstm_weights", "lstm_v1", "The LSTM baseline's weights ('' to skip).")
+  flags.DEFINE_string("out_dir", None, "Outputs (default benchmarks/results/overhead).")
+
 
 def main(argv):
   del argv
-  from mnemosyne_tf import digits
-  x_train, y_train, _, _ = digits.load_split(0)
-  x, y = x_train[:flags.FLAGS.batch_size], y_train[:flags.FLAGS.batch_size]
-  results = measure(digits.build_cnn, x, y, flags.FLAGS.repeats, flags.FLAGS.steps)
-  params = digits.build_cnn().count_params()
-  print(f"\nDigits CNN ({params} parameters), batch {flags.FLAGS.batch_size}, median of "
-        f"{flags.FLAGS.repeats} interleaved rounds of {flags.FLAGS.steps} steps:")
-  print("| XLA | Mnemosyne ms/step | Adam ms/step | step-time ratio | "
-        "state floats/param (Mnemosyne / Adam) |")
-  print("|---|---|---|---|---|")
-  for jit in (True, False):
-    m_time, m_state = results[("mnemosyne", jit)]
-    a_time, a_state = results[("adam", jit)]
-    print(f"| {'on' if jit else 'off'} | {1e3 * m_time:.2f} | {1e3 * a_time:.2f} | "
-          f"{m_time / a_time:.2f}x | {m_state:.0f} / {a_state:.0f} |")
+  f = flags.FLAGS
+  sizes = [float(s) for s in f.sizes]
+  if any(s < 100 for s in sizes):
+    raise app.UsageError(f"--sizes must be parameter counts >= 100, got {f.sizes}")
+  out_dir = f.out_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                      "overhead")
+  meta = {"date": datetime.date.today().isoformat(),
+          "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                     f"Python {platform.python_version()}",
+          "command": "python -m benchmarks.overhead " + " ".join(sys.argv[1:]),
+          "repeats": f.repeats, "batch_size": f.batch_size}
+  rows, slopes, slope_ratios = run_overhead(sizes, optimizer_factories(f.lstm_weights),
+                                            f.repeats, f.batch_size,
+                                            log=lambda line: print(line, flush=True))
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "overhead.json"), "w") as fh:
+    json.dump({"meta": meta, "rows": rows, "slopes": slopes, "slope_ratios": slope_ratios},
+              fh, indent=1)
+  text = markdown(rows, slope_ratios, meta)
+  with open(os.path.join(out_dir, "overhead.md"), "w") as fh:
+    fh.write(text + "\n")
+  plot(rows, os.path.join(out_dir, "overhead.png"))
+  print(text)
+  print(f"wrote {out_dir}/overhead.{{json,md,png}}")
 
 
 if __name__ == "__main__":

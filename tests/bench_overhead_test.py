@@ -1,0 +1,45 @@
+"""The overhead benchmark's harness (smoke test): sizes, state bytes, slopes."""
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import overhead
+
+
+class OverheadHarnessTest(tf.test.TestCase):
+
+  def test_mlp_width_hits_the_requested_size(self):
+    for size in (1e4, 1e5, 1e6, 1e7):
+      params = overhead.build_mlp(overhead.mlp_width(size)).count_params()
+      self.assertAllClose(params, size, rtol=0.02, msg=size)
+
+  def test_slope_is_least_squares(self):
+    rng = np.random.RandomState(0)
+    pts = [(float(p), 3e-9 * p + 0.01 + 1e-4 * rng.randn()) for p in (1e4, 1e5, 1e6, 1e7)]
+    self.assertAllClose(overhead.slope(pts), np.polyfit(*zip(*pts), 1)[0], rtol=1e-6)
+    self.assertTrue(np.isnan(overhead.slope(pts[:1])))
+
+  def test_small_run_reports_ratios_and_state_bytes(self):
+    factories = overhead.optimizer_factories(lstm_weights="")
+    self.assertEqual(list(factories), ["mnemosyne_coordinate", "adam"])
+    lines = []
+    rows, slopes, ratios = overhead.run_overhead([2e3, 8e3], factories, repeats=1,
+                                                 batch_size=8, include_cnn=False,
+                                                 log=lines.append)
+    self.assertLen(rows, 2 * 2 * 2)  # sizes x XLA x optimizers
+    self.assertLen(lines, 4)
+    for row in rows:
+      want = 8.0 if row["optimizer"] == "adam" else 4.0 * 27  # float32 slots
+      self.assertAllClose(row["state_bytes_per_param"], want, msg=row)
+      adam = [r for r in rows if (r["model"], r["xla"], r["optimizer"])
+              == (row["model"], row["xla"], "adam")][0]
+      self.assertAllClose(row["ratio_to_adam"],
+                          row["seconds_per_step"] / adam["seconds_per_step"])
+    self.assertEqual(ratios["on"]["adam"], 1.0)
+    text = overhead.markdown(rows, ratios, {"date": "d", "machine": "m", "command": "c",
+                                            "repeats": 1, "batch_size": 8})
+    self.assertIn("mnemosyne_coordinate 108, adam 8", text)
+
+
+if __name__ == "__main__":
+  tf.test.main()
