@@ -2,15 +2,20 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
 import mnemosyne_tf
+from mnemosyne_tf import rule as rule_lib
 from mnemosyne_tf import weights as weights_lib
 from mnemosyne_tf.core import network
+from mnemosyne_tf.meta import config as config_lib
 from mnemosyne_tf.weights import file_format
 from mnemosyne_tf.weights import make_hand_set
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_hand_set(path, **config_overrides):
@@ -120,10 +125,19 @@ class ShippedWeightsTest(tf.test.TestCase):
     for name in weights_lib.SHIPPED:
       loaded = weights_lib.load_weights(name)
       self.assertIn(loaded.provenance["kind"], ("hand_set", "meta_trained"))
-      net = network.CoordinateWiseNetwork(network.CoordinateConfig.from_dict(loaded.config))
-      net.check_theta(loaded.theta)
+      rule_lib.build_network(loaded.network, loaded.config).check_theta(loaded.theta)
       self.assertTrue(os.path.exists(os.path.splitext(loaded.path)[0] + ".md"),
                       msg=f"{name} has no card")
+      if loaded.provenance["kind"] == "meta_trained":
+        # Made by our binary from a config committed in this repository.
+        command = loaded.provenance["command"]
+        self.assertTrue(command.startswith("python -m mnemosyne_tf.meta.train "), command)
+        config_path = re.search(r"--config=(\S+)", command).group(1)
+        self.assertEqual(
+            config_lib.MetaTrainConfig.from_dict(loaded.provenance["meta_config"]),
+            config_lib.MetaTrainConfig.from_yaml(os.path.join(_ROOT, config_path)), msg=name)
+        self.assertEqual(loaded.provenance["meta_steps_done"],
+                         loaded.provenance["meta_config"]["meta_steps"], msg=name)
 
   def test_hand_set_file_equals_what_its_generator_writes(self):
     config, theta, provenance = make_hand_set.hand_set_weights()

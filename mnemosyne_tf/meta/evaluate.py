@@ -1,6 +1,6 @@
 r"""Held-out evaluation of learned optimizers against Adam and its learning-rate grid.
 
-    python -m mnemosyne_tf.meta.evaluate --weights=coordinate_v1 \
+    python -m mnemosyne_tf.meta.evaluate --weights=coordinate_v1[,coordinate_v2] \
         [--lstm_weights=lstm_v1] [--steps=2000] [--out_dir=...]
 
 Every optimizer trains every held-out task (tasks.HELD_OUT: never used in
@@ -169,7 +169,8 @@ def plot(results, path, horizon):
 
 def define_flags():
   """Defines this binary's flags (only when it runs as a binary)."""
-  flags.DEFINE_string("weights", "coordinate_v1", "Mnemosyne weights (name or path).")
+  flags.DEFINE_list("weights", ["coordinate_v1"],
+                    "Mnemosyne weights to evaluate (shipped names or paths, comma-separated).")
   flags.DEFINE_string("lstm_weights", None, "LSTM baseline weights (name or path).")
   flags.DEFINE_bool("hand_set", True, "Also evaluate hand_set_v0.")
   flags.DEFINE_integer("steps", 2000, "Steps per run (10x the horizon).")
@@ -187,11 +188,12 @@ def main(argv):
   from absl import logging
   logging.set_verbosity(logging.ERROR)  # one tf.function per run: retracing is expected
   from mnemosyne_tf.meta import tasks as tasks_lib
-  optimizers = {"mnemosyne " + flags.FLAGS.weights: "mnemosyne:" + flags.FLAGS.weights}
+  optimizers = {"mnemosyne " + w: "mnemosyne:" + w for w in flags.FLAGS.weights}
   if flags.FLAGS.hand_set:
     optimizers["mnemosyne hand_set_v0"] = "mnemosyne:hand_set_v0"
   if flags.FLAGS.lstm_weights:
-    optimizers["lstm " + os.path.basename(flags.FLAGS.lstm_weights)] = "learned:" + flags.FLAGS.lstm_weights
+    optimizers["lstm " + os.path.basename(flags.FLAGS.lstm_weights)] = (
+        "learned:" + flags.FLAGS.lstm_weights)
   optimizers.update({f"adam {lr:g}": f"adam:{lr}" for lr in ADAM_GRID})
   learned = [k for k in optimizers if not k.startswith("adam ")]
   print(f"held-out tasks, {flags.FLAGS.steps} steps, seed {flags.FLAGS.seed}:", flush=True)
