@@ -19,6 +19,10 @@ SHIPPED = {
     # Meta-trained by `python -m mnemosyne_tf.meta.train` from
     # configs/meta/coordinate.yaml (see coordinate_v1.md).
     "coordinate_v1": "coordinate_v1.npz",
+    # The LSTM baseline (Andrychowicz et al.), meta-trained by the same binary
+    # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
+    # LearnedOptimizer(weights="lstm_v1").
+    "lstm_v1": "lstm_v1.npz",
 }
 DEFAULT_WEIGHTS = "hand_set_v0"
 
