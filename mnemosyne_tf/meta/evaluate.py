@@ -87,12 +87,14 @@ def loss_at(curve, step):
   return float("inf")
 
 
-def run_key(task_name: str, spec: str, steps: int, seed: int) -> str:
-  """Identifies a run; learned optimizers by their weights' checksum."""
+def run_key(task_name: str, spec: str, steps: int, seed: int, jit_compile: bool = False) -> str:
+  """Identifies a run; learned optimizers by their weights' checksum. XLA runs
+  are keyed apart: their float rounding differs, and over thousands of steps
+  the trajectories of an optimizer that does not anneal drift apart."""
   from mnemosyne_tf import weights as weights_lib
   kind, _, arg = spec.partition(":")
   version = weights_lib.load_weights(arg).sha256[:16] if kind != "adam" else arg
-  return f"{task_name}|{kind}:{version}|{steps}|{seed}"
+  return f"{task_name}|{kind}:{version}|{steps}|{seed}" + ("|xla" if jit_compile else "")
 
 
 def evaluate(optimizers: dict, task_names, steps: int, horizon: int, seed: int, log=print,
@@ -111,7 +113,7 @@ def evaluate(optimizers: dict, task_names, steps: int, horizon: int, seed: int, 
     task = None
     results[name] = {}
     for label, spec in optimizers.items():
-      key = run_key(name, spec, steps, seed)
+      key = run_key(name, spec, steps, seed, jit_compile)
       if key not in cache:
         task = task or tasks_lib.Task(tasks_lib.get_spec(name))
         cache[key] = train_curve(task, spec, steps, seed,
@@ -224,7 +226,7 @@ def main(argv):
   long_runs = {}
   for label in learned:
     key = run_key(long_task.spec.name, optimizers[label], flags.FLAGS.long_steps,
-                  flags.FLAGS.seed)
+                  flags.FLAGS.seed, flags.FLAGS.jit_compile)
     if key not in cache:
       cache[key] = train_curve(long_task, optimizers[label], flags.FLAGS.long_steps,
                                flags.FLAGS.seed, record_every=flags.FLAGS.long_steps // 20,
