@@ -38,11 +38,17 @@ class HpeTest(tf.test.TestCase):
   def test_memory_groups_and_their_padding_do_not_change_results(self):
     tokens = _tokens(64 * 37 + 5, seed=1)
     whole, _ = hpe.encode(self.theta, tokens,
-                          hpe.HpeConfig(chunk=64, max_tokens=4, group_chunks=4096))
+                          hpe.HpeConfig(chunk=64, max_tokens=4, group_chunks=100000))
     for group in (1, 3, 7):
       grouped, _ = hpe.encode(self.theta, tokens,
                               hpe.HpeConfig(chunk=64, max_tokens=4, group_chunks=group))
       self.assertAllClose(whole, grouped, rtol=1e-5, atol=1e-5, msg=group)
+    exact = _tokens(64 * 6, seed=4)  # whole groups only, no partial one
+    self.assertAllClose(
+        hpe.encode(self.theta, exact, hpe.HpeConfig(chunk=64, max_tokens=4))[0],
+        hpe.encode(self.theta, exact, hpe.HpeConfig(chunk=64, max_tokens=4,
+                                                    group_chunks=3))[0],
+        rtol=1e-5, atol=1e-5)
 
   def test_chunks_are_contiguous_and_order_free_inside(self):
     """Bidirectional attention + mean pooling ignore order inside a chunk, and

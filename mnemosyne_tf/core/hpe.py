@@ -12,8 +12,9 @@ for every tensor size.
 Static shapes only (N is known when the update is traced): the number of
 levels and every padding are Python integers, so XLA compiles it. Working
 memory is bounded: the first level, the only one of size N, is processed in
-groups of at most `group_chunks` chunks inside a `tf.while_loop`, so a tensor
-of 10^8 coordinates needs memory for one group, not for N embedded tokens.
+groups of `group_chunks` chunks sliced from the input inside a `tf.while_loop`,
+so a tensor of 10^8 coordinates needs memory for one group (and N / chunk pooled
+tokens), not for N embedded tokens (`benchmarks/hpe_memory.py` measures it).
 
 Layout as in the rest of core/: features first ([F, N] in, [D, max_tokens] out).
 """
@@ -47,7 +48,7 @@ class HpeConfig:
   chunk: int = 64
   max_tokens: int = 4
   num_features: int = 16
-  group_chunks: int = 4096
+  group_chunks: int = 1024
   projection_seed: int = 1
 
   def __post_init__(self):
@@ -139,38 +140,40 @@ def _chunked(x, mask, chunk):
 
 
 def _first_level(theta, tokens, config: HpeConfig):
-  """Embeds and pools the N input tokens in groups (bounded memory) -> [D, n1]."""
-  f, n = tokens.shape
-  chunk, group = config.chunk, config.group_chunks
-  chunks = -(-n // chunk)
-  groups = -(-chunks // group)
-  per_group = min(group, chunks)
-  total = groups * per_group * chunk
-  flat = tf.pad(tokens, [[0, 0], [0, total - n]])
-  valid = tf.pad(tf.ones([n], tokens.dtype), [[0, total - n]])
-  flat = tf.reshape(flat, [f, groups, per_group * chunk])
-  valid = tf.reshape(valid, [groups, per_group * chunk])
+  """Embeds and pools the N input tokens in groups -> ([D, ceil(N/chunk)], mask).
 
-  def encode_group(i):
-    x = tf.einsum("fd,fn->dn", theta["embed/w"], flat[:, i]) + theta["embed/b"][:, None]
-    x, mask = _chunked(x, valid[i], chunk)
-    return _pool(theta, x, mask)
+  Full groups of `group_chunks` chunks are sliced from the input inside a
+  while loop (no padded copy of the input is ever made); only the last,
+  partial group is padded. Working memory: one group, plus the pooled output
+  (N / chunk tokens).
+  """
+  n = tokens.shape[1]
+  chunk = config.chunk
+  span = config.group_chunks * chunk
+  full, rest = n // span, n % span
 
-  if groups == 1:
-    pooled, mask = encode_group(0)
-  else:
-    out = tf.TensorArray(tokens.dtype, size=groups, element_shape=[config.model_dim, per_group])
-    out_mask = tf.TensorArray(tokens.dtype, size=groups, element_shape=[per_group])
+  def encode_span(x, valid):
+    x = tf.einsum("fd,fn->dn", theta["embed/w"], x) + theta["embed/b"][:, None]
+    return _pool(theta, *_chunked(x, valid, chunk))
 
-    def body(i, out, out_mask):
-      pooled, mask = encode_group(i)
-      return i + 1, out.write(i, pooled), out_mask.write(i, mask)
+  pooled, masks = [], []
+  if full:
+    ones = tf.ones([span], tokens.dtype)
 
-    _, out, out_mask = tf.while_loop(lambda i, *_: i < groups, body,
-                                     (tf.constant(0), out, out_mask))
-    pooled = tf.reshape(tf.transpose(out.stack(), [1, 0, 2]), [config.model_dim, -1])
-    mask = tf.reshape(out_mask.stack(), [-1])
-  return pooled[:, :chunks], mask[:chunks]
+    def body(i, out):
+      x = tf.slice(tokens, [0, i * span], [config.token_dim, span])
+      return i + 1, out.write(i, encode_span(x, ones)[0])
+
+    out = tf.TensorArray(tokens.dtype, size=full,
+                         element_shape=[config.model_dim, config.group_chunks])
+    _, out = tf.while_loop(lambda i, _: i < full, body, (tf.constant(0), out))
+    pooled.append(tf.reshape(tf.transpose(out.stack(), [1, 0, 2]), [config.model_dim, -1]))
+    masks.append(tf.ones([full * config.group_chunks], tokens.dtype))
+  if rest:
+    tail, tail_mask = encode_span(tokens[:, full * span:], tf.ones([rest], tokens.dtype))
+    pooled.append(tail)
+    masks.append(tail_mask)
+  return tf.concat(pooled, axis=1), tf.concat(masks, axis=0)
 
 
 def encode(theta: Dict[str, tf.Tensor], tokens: tf.Tensor,
