@@ -75,7 +75,12 @@ class SingleStepTest(tf.test.TestCase, parameterized.TestCase):
       deltas.append(var.numpy())
     for d in deltas[1:]:
       self.assertAllClose(d, 0.25 * deltas[0], rtol=1e-5)
-    self.assertAllClose(np.sqrt(np.mean(deltas[0] ** 2)), 1e-3, rtol=1e-4)
+    self.assertAllClose(deltas[0], core_updates(grads, tf.zeros(5))[0], rtol=1e-5, atol=1e-9)
+    # The hand-set rule's first step is its step size, 1e-3, in RMS.
+    var = keras.Variable(np.zeros(5, np.float32))
+    mnemosyne_tf.Mnemosyne(weights="hand_set_v0").apply_gradients(
+        [(tf.constant(grads[0]), var)])
+    self.assertAllClose(np.sqrt(np.mean(var.numpy() ** 2)), 1e-3, rtol=1e-4)
 
   def test_weight_decay_and_exclusions(self):
     param0 = np.ones((2, 3), np.float32)
@@ -105,7 +110,7 @@ class SingleStepTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_non_finite_gradient_leaves_variable_and_state_untouched(self):
     good, bad = keras.Variable(np.ones(4, np.float32)), keras.Variable(np.ones(3, np.float32))
-    opt = mnemosyne_tf.Mnemosyne(weight_decay=0.1)
+    opt = mnemosyne_tf.Mnemosyne(weights="hand_set_v0", weight_decay=0.1)
     opt.apply_gradients([(tf.ones(4), good), (tf.ones(3), bad)])
     bad_before, state_before = bad.numpy(), opt._states[1].numpy()
     good_before = good.numpy()
@@ -113,7 +118,7 @@ class SingleStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(bad, bad_before)
     self.assertAllEqual(opt._states[1], state_before)
     self.assertTrue(np.all(np.isfinite(state_before)))
-    # The other variable still took its step: -1e-3 (unit gradient, RMS step
+    # The other variable still took its step: -1e-3 (unit gradient, hand-set RMS step
     # 1e-3) - 0.1 * value (decoupled weight decay).
     self.assertAllClose(good, good_before - 1e-3 - 0.1 * good_before, rtol=1e-5)
 

@@ -41,7 +41,7 @@ class TfKerasFrontEndTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_float16_variable_keeps_float32_state(self):
     var = tf.Variable(tf.ones([3], tf.float16))
-    opt = tko.MnemosyneTfKeras()
+    opt = tko.MnemosyneTfKeras(weights="hand_set_v0")  # first step: RMS 1e-3
     opt.apply_gradients([(tf.constant([1.0, -1.0, 2.0], tf.float16), var)])
     self.assertEqual(opt._states[0].dtype, tf.float32)
     self.assertEqual(var.dtype, tf.float16)

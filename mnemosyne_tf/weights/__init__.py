@@ -14,17 +14,20 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 # name -> file in this folder
 SHIPPED = {
     # Not meta-trained: a hand-set theta that is normalized momentum
-    # (see hand_set_v0.md). The default until meta-trained weights ship.
+    # (see hand_set_v0.md); the starting point of meta-training.
     "hand_set_v0": "hand_set_v0.npz",
     # Meta-trained by `python -m mnemosyne_tf.meta.train` from
     # configs/meta/coordinate.yaml (see coordinate_v1.md).
     "coordinate_v1": "coordinate_v1.npz",
+    # The default: second version, from configs/meta/coordinate_v2.yaml
+    # (see coordinate_v2.md).
+    "coordinate_v2": "coordinate_v2.npz",
     # The LSTM baseline (Andrychowicz et al.), meta-trained by the same binary
     # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
     # LearnedOptimizer(weights="lstm_v1").
     "lstm_v1": "lstm_v1.npz",
 }
-DEFAULT_WEIGHTS = "hand_set_v0"
+DEFAULT_WEIGHTS = "coordinate_v2"
 
 
 def resolve(name_or_path: str) -> str:
