@@ -11,10 +11,10 @@ for every tensor size.
 
 Static shapes only (N is known when the update is traced): the number of
 levels and every padding are Python integers, so XLA compiles it. Working
-memory is bounded: the first level, the only one of size N, is processed in
-groups of `group_chunks` chunks sliced from the input inside a `tf.while_loop`,
-so a tensor of 10^8 coordinates needs memory for one group (and N / chunk pooled
-tokens), not for N embedded tokens (`benchmarks/hpe_memory.py` measures it).
+memory is bounded: every level is processed in groups of `group_chunks` chunks
+sliced from its input inside a `tf.while_loop`, so a tensor of 10^8 coordinates
+needs memory for one group (and the N / chunk pooled tokens), not for N embedded
+tokens (`benchmarks/hpe_memory.py` measures it).
 
 Layout as in the rest of core/: features first ([F, N] in, [D, max_tokens] out).
 """
@@ -139,38 +139,41 @@ def _chunked(x, mask, chunk):
   return x, mask
 
 
-def _first_level(theta, tokens, config: HpeConfig):
-  """Embeds and pools the N input tokens in groups -> ([D, ceil(N/chunk)], mask).
+def _pool_level(theta, x, mask, config: HpeConfig, embed: bool):
+  """One level: ([C, n] tokens, [n] mask) -> ([D, ceil(n/chunk)], mask).
 
-  Full groups of `group_chunks` chunks are sliced from the input inside a
-  while loop (no padded copy of the input is ever made); only the last,
-  partial group is padded. Working memory: one group, plus the pooled output
-  (N / chunk tokens).
+  Embeds first if `embed` (level 0: C = token_dim). Full groups of
+  `group_chunks` chunks are sliced from the input inside a while loop (no padded
+  copy of the input is ever made); only the last, partial group is padded.
+  Working memory: one group, plus the pooled output (n / chunk tokens).
   """
-  n = tokens.shape[1]
+  channels, n = x.shape
   chunk = config.chunk
   span = config.group_chunks * chunk
   full, rest = n // span, n % span
 
-  def encode_span(x, valid):
-    x = tf.einsum("fd,fn->dn", theta["embed/w"], x) + theta["embed/b"][:, None]
-    return _pool(theta, *_chunked(x, valid, chunk))
+  def encode_span(xs, valid):
+    if embed:
+      xs = tf.einsum("fd,fn->dn", theta["embed/w"], xs) + theta["embed/b"][:, None]
+    return _pool(theta, *_chunked(xs, valid, chunk))
 
   pooled, masks = [], []
   if full:
-    ones = tf.ones([span], tokens.dtype)
+    def body(i, out, out_mask):
+      xs = tf.slice(x, [0, i * span], [channels, span])
+      valid = tf.slice(mask, [i * span], [span])
+      p, m = encode_span(xs, valid)
+      return i + 1, out.write(i, p), out_mask.write(i, m)
 
-    def body(i, out):
-      x = tf.slice(tokens, [0, i * span], [config.token_dim, span])
-      return i + 1, out.write(i, encode_span(x, ones)[0])
-
-    out = tf.TensorArray(tokens.dtype, size=full,
+    out = tf.TensorArray(x.dtype, size=full,
                          element_shape=[config.model_dim, config.group_chunks])
-    _, out = tf.while_loop(lambda i, _: i < full, body, (tf.constant(0), out))
+    out_mask = tf.TensorArray(x.dtype, size=full, element_shape=[config.group_chunks])
+    _, out, out_mask = tf.while_loop(lambda i, *_: i < full, body,
+                                     (tf.constant(0), out, out_mask))
     pooled.append(tf.reshape(tf.transpose(out.stack(), [1, 0, 2]), [config.model_dim, -1]))
-    masks.append(tf.ones([full * config.group_chunks], tokens.dtype))
+    masks.append(tf.reshape(out_mask.stack(), [-1]))
   if rest:
-    tail, tail_mask = encode_span(tokens[:, full * span:], tf.ones([rest], tokens.dtype))
+    tail, tail_mask = encode_span(x[:, full * span:], mask[full * span:])
     pooled.append(tail)
     masks.append(tail_mask)
   return tf.concat(pooled, axis=1), tf.concat(masks, axis=0)
@@ -191,9 +194,8 @@ def encode(theta: Dict[str, tf.Tensor], tokens: tf.Tensor,
     x = tf.einsum("fd,fn->dn", theta["embed/w"], tokens) + theta["embed/b"][:, None]
     mask = tf.ones([n], tokens.dtype)
   else:
-    x, mask = _first_level(theta, tokens, config)
+    x, mask = _pool_level(theta, tokens, tf.ones([n], tokens.dtype), config, embed=True)
     while x.shape[1] > config.max_tokens:
-      chunks, chunk_mask = _chunked(x, mask, config.chunk)
-      x, mask = _pool(theta, chunks, chunk_mask)
+      x, mask = _pool_level(theta, x, mask, config, embed=False)
   pad = config.max_tokens - x.shape[1]
   return tf.pad(x, [[0, 0], [0, pad]]), tf.pad(mask, [[0, pad]])
