@@ -44,11 +44,14 @@ class Problem:
     batch: (seed [2] int32 tensor, step int32 tensor) -> (inputs, targets).
     loss: (inputs, targets) -> scalar training loss (runs the model).
     metrics: () -> held-out metrics, e.g. {"test_accuracy": 0.97}.
+    frozen: variables the problem uses but never trains (e.g. the frozen
+      model under a soft prompt).
   """
   variables: List[tf.Variable]
   batch: Callable
   loss: Callable
   metrics: Callable[[], Dict[str, float]]
+  frozen: List[tf.Variable] = dataclasses.field(default_factory=list)
 
 
 def _sampler(arrays, batch_size):
@@ -188,14 +191,18 @@ def text_corpus(vocab_size=1000, length=32):
     from pydoc_data import topics
     words = re.findall(r"[a-z_]+|[0-9]+|[^\sa-z_0-9]",
                        " ".join(topics.topics[k] for k in sorted(topics.topics)).lower())
-    counts = collections.Counter(words)
+    # Runs of one punctuation character (header underlines) are one token.
+    words = [w for i, w in enumerate(words)
+             if not (i and len(w) == 1 and not w.isalnum() and w == words[i - 1])]
+    usable = len(words) // length * length
+    split = int(usable // length * 0.9) * length
+    counts = collections.Counter(words[:split])  # the vocabulary sees training text only
     vocabulary = ["[PAD]", "[UNK]", "[MASK]"] + [w for w, _ in counts.most_common(
         vocab_size - 3)]
     index = {w: i for i, w in enumerate(vocabulary)}
     ids = np.array([index.get(w, UNK) for w in words], np.int32)
-    windows = ids[:len(ids) // length * length].reshape(-1, length)
-    split = int(len(windows) * 0.9)
-    _TEXT[key] = (windows[:split], windows[split:], vocabulary)
+    windows = ids[:usable].reshape(-1, length)
+    _TEXT[key] = (windows[:split // length], windows[split // length:], vocabulary)
   return _TEXT[key]
 
 
@@ -245,7 +252,7 @@ class TinyBert(keras.Model):
 def _mask(tokens, seed, rate=0.15):
   """BERT-style masking: (inputs with [MASK], where-masked as float)."""
   masked = tf.random.stateless_uniform(tf.shape(tokens), seed) < rate
-  masked = tf.logical_and(masked, tokens != PAD)
+  masked = tf.logical_and(masked, tokens > MASK)  # never [PAD], [UNK] or [MASK]
   return tf.where(masked, MASK, tokens), tf.cast(masked, tf.float32)
 
 
@@ -371,11 +378,12 @@ def seq2seq_prompt(seed):
 
   def metrics():
     predictions = tf.argmax(forward((test_source, test_decoder_in)), -1, output_type=tf.int32)
-    return {"test_token_accuracy": float(tf.reduce_mean(
+    return {"test_token_accuracy_teacher_forced": float(tf.reduce_mean(
         tf.cast(predictions == test_target, tf.float32)))}
 
   return Problem(variables=[prompt], batch=batch,
-                 loss=lambda inputs, target: _xent(target, forward(inputs)), metrics=metrics)
+                 loss=lambda inputs, target: _xent(target, forward(inputs)), metrics=metrics,
+                 frozen=list(model.weights))
 
 
 PROBLEMS = collections.OrderedDict([

@@ -51,7 +51,10 @@ def optimizer_specs(grid, lstm_weights=LSTM_WEIGHTS, modes=None):
   from mnemosyne_tf import rule
   from mnemosyne_tf import weights as weights_lib
   specs = [f"mnemosyne:{mode}" for mode in (modes or rule.MODES)]
-  if lstm_weights and (lstm_weights in weights_lib.SHIPPED or os.path.exists(lstm_weights)):
+  if lstm_weights:
+    if not (lstm_weights in weights_lib.SHIPPED or os.path.exists(lstm_weights)):
+      raise ValueError(f"LSTM baseline weights {lstm_weights!r}: not a shipped name "
+                       f"{sorted(weights_lib.SHIPPED)} nor a file")
     specs.append(f"learned:{lstm_weights}")
   specs += [f"{family}:{lr:g}" for family in FAMILIES for lr in grid]
   return specs
@@ -67,7 +70,12 @@ def make_optimizer(spec: str):
   if kind == "learned":
     return mnemosyne_tf.LearnedOptimizer(weights=arg)
   if kind in FAMILIES:
-    lr = float(arg)
+    try:
+      lr = float(arg)
+    except ValueError:
+      lr = float("nan")
+    if not (math.isfinite(lr) and lr > 0):
+      raise ValueError(f"optimizer spec {spec!r}: the learning rate must be a number > 0")
     if kind == "adam":
       return keras.optimizers.Adam(lr)
     if kind == "rmsprop":
@@ -84,6 +92,20 @@ def spec_version(spec: str) -> str:
   return spec
 
 
+def code_version() -> str:
+  """Checksum of what defines a run besides its key's other fields: the
+  problems, the training loop and the figures, and the Python minor version
+  (the text corpus is CPython's own documentation). Part of every cache key,
+  so editing any of them re-runs rather than reuses."""
+  import hashlib
+  import inspect
+  from benchmarks import problems
+  parts = [inspect.getsource(problems), inspect.getsource(train_run),
+           inspect.getsource(final_loss), inspect.getsource(_finals),
+           f"{sys.version_info[0]}.{sys.version_info[1]}"]
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
 def label(spec: str) -> str:
   kind, _, arg = spec.partition(":")
   if kind == "mnemosyne":
@@ -95,7 +117,7 @@ def label(spec: str) -> str:
 
 # ----------------------------------------------------------------- one run
 def train_run(problem_name: str, spec: str, steps: int, seed: int, points: int = 100,
-              jit_compile: bool = False) -> dict:
+              jit_compile: bool = False, horizon: int = None) -> dict:
   """Trains a fresh problem with a fresh optimizer; minibatch losses, averaged
   over `points` equal chunks, the finals and the held-out metrics."""
   import numpy as np
@@ -131,8 +153,9 @@ def train_run(problem_name: str, spec: str, steps: int, seed: int, points: int =
   diverged = len(losses) < steps or not all(math.isfinite(v) for v in losses)
   curve = [float(np.mean(losses[i:i + chunk])) for i in range(0, len(losses), chunk)]
   metrics = {} if diverged else problem.metrics()
-  return {"curve": curve, "chunk": chunk, "losses_at": _finals(losses, steps),
-          "diverged": diverged, "metrics": metrics, "wall_seconds": time.time() - started}
+  return {"curve": curve, "chunk": chunk, "steps": steps,
+          "losses_at": _finals(losses, steps, horizon), "diverged": diverged,
+          "metrics": metrics, "wall_seconds": time.time() - started}
 
 
 def final_loss(losses, horizon: int) -> float:
@@ -144,15 +167,21 @@ def final_loss(losses, horizon: int) -> float:
   return value if math.isfinite(value) else float("inf")
 
 
-def _finals(losses, steps):
-  return {str(h): final_loss(losses, h) for h in range(steps // 10, steps + 1, steps // 10)}
+def _finals(losses, steps, horizon=None):
+  """Final losses at every tenth of the run, at the 1x horizon and at the end."""
+  marks = set(range(steps // 10, steps + 1, steps // 10)) if steps >= 10 else set()
+  marks |= {steps} | ({horizon} if horizon else set())
+  return {str(h): final_loss(losses, h) for h in sorted(marks)}
 
 
 def steps_to_reach(run: dict, target: float):
-  """First step at which the loss, averaged like the final loss (over the last
-  5% of the steps so far, in whole curve chunks), is <= target; None if never."""
+  """First step at which the loss, averaged like the final loss (over a window
+  of 5% of the run, in whole curve chunks), is <= target; None if never, if the
+  run diverged, or if the target is not finite."""
+  if run["diverged"] or target is None or not math.isfinite(target):
+    return None
   curve = run["curve"]
-  window = max(1, round(0.05 * len(curve)))
+  window = max(1, round(0.05 * run["steps"] / run["chunk"]))
   for i in range(window - 1, len(curve)):
     if sum(curve[i - window + 1:i + 1]) / window <= target * (1 + 1e-6):
       return (i + 1) * run["chunk"]
@@ -165,7 +194,9 @@ def _mean_std(values):
   if len(finite) < len(values):
     return float("inf"), float("nan")
   mean = sum(finite) / len(finite)
-  std = math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+  if len(finite) < 2:
+    return mean, float("nan")
+  std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))  # sample std
   return mean, std
 
 
@@ -198,7 +229,8 @@ def aggregate(runs: dict, problem_names, specs, seeds, steps, horizon) -> dict:
     for spec in specs:
       reach = [steps_to_reach(runs[(name, spec, seed)], targets[seed]) for seed in targets]
       per_spec[spec]["steps_to_tuned_adam"] = (
-          None if not reach or any(r is None for r in reach) else sum(reach) / len(reach))
+          "n/a" if not targets else None if any(r is None for r in reach)
+          else sum(reach) / len(reach))
     out[name] = {"optimizers": per_spec, "tuned": tuned,
                  "tuned_adam_final_loss": {str(k): v for k, v in targets.items()}}
   return out
@@ -219,6 +251,17 @@ def _fmt(mean, std=None):
     return "diverged"
   text = f"{mean:.4f}" if mean >= 1e-3 else f"{mean:.2e}"
   return text + (f" ± {std:.4f}" if std is not None and math.isfinite(std) and std > 0 else "")
+
+
+def _strict(value):
+  """JSON-safe copy: non-finite floats become the strings "inf", "-inf", "nan"."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  if isinstance(value, dict):
+    return {str(k): _strict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict(v) for v in value]
+  return value
 
 
 def markdown(results: dict, meta: dict) -> str:
@@ -259,10 +302,12 @@ def markdown(results: dict, meta: dict) -> str:
               f"{grid_rank(per_spec, spec, 'adam', '10x')}") if "adam" in tuned else "—"
       metrics = [_fmt(*e["metrics"][m]) if m in e["metrics"] else "—" for m in metric_names]
       reach = e["steps_to_tuned_adam"]
-      lines.append(f"| {name_cell} | {_fmt(e['loss_1x'], e['loss_1x_std'])} | "
+      diverged = f" (diverged {e['diverged']}/{len(meta['seeds'])})" if e["diverged"] else ""
+      lines.append(f"| {name_cell}{diverged} | {_fmt(e['loss_1x'], e['loss_1x_std'])} | "
                    f"{_fmt(e['loss_10x'], e['loss_10x_std'])} | {rank} | "
                    + " | ".join(metrics) + (" | " if metrics else "")
-                   + f"{'never' if reach is None else int(reach)} | {e['wall_seconds']:.0f} |")
+                   + f"{'never' if reach is None else reach if reach == 'n/a' else int(reach)} | "
+                   f"{e['wall_seconds']:.0f} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -304,13 +349,15 @@ def plot(results, runs, seeds, path):
 def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, points=100,
                   jit_compile=False, log=print, command=""):
   """Runs what is missing from out_dir/runs.json, aggregates, writes outputs."""
+  import tensorflow as tf
   from benchmarks import problems
+  tf.config.experimental.enable_op_determinism()
   for name in problem_names:
     if name not in problems.PROBLEMS:
       raise ValueError(f"unknown problem {name!r}; known: {list(problems.PROBLEMS)}")
-  if horizon <= 0 or steps % horizon or steps % points:
-    raise ValueError(f"need 0 < horizon ({horizon}) dividing steps ({steps}) and steps a "
-                     f"multiple of the curve points ({points})")
+  if horizon <= 0 or steps % horizon or steps % points or steps < 10:
+    raise ValueError(f"need 0 < horizon ({horizon}) dividing steps ({steps}), steps >= 10 "
+                     f"and a multiple of the curve points ({points})")
   for spec in specs:
     make_optimizer(spec)  # bad specs fail before anything runs
   cache_path = os.path.join(out_dir, "runs.json") if out_dir else None
@@ -319,11 +366,13 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
     with open(cache_path) as f:
       cache = json.load(f)
   versions = {spec: spec_version(spec) for spec in specs}
+  code = code_version()
   runs, todo = {}, []
   for name in problem_names:
     for spec in specs:
       for seed in seeds:
-        key = f"{name}|{versions[spec]}|{steps}|{points}|{seed}|xla={int(jit_compile)}"
+        key = (f"{name}|{versions[spec]}|{steps}|{horizon}|{points}|{seed}|"
+               f"xla={int(jit_compile)}|code={code}")
         if key in cache:
           runs[(name, spec, seed)] = cache[key]
         else:
@@ -331,7 +380,7 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
   log(f"{len(runs)} runs cached, {len(todo)} to do")
   started = time.time()
   for i, (key, name, spec, seed) in enumerate(todo):
-    run = train_run(name, spec, steps, seed, points, jit_compile)
+    run = train_run(name, spec, steps, seed, points, jit_compile, horizon)
     runs[(name, spec, seed)] = cache[key] = run
     elapsed = time.time() - started
     eta = elapsed / (i + 1) * (len(todo) - i - 1)
@@ -355,7 +404,7 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-      json.dump({"meta": meta, "results": results}, f, indent=1, default=str)
+      json.dump(_strict({"meta": meta, "results": results}), f, indent=1, allow_nan=False)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
       f.write(markdown(results, meta) + "\n")
     plot(results, runs, seeds, os.path.join(out_dir, "curves.png"))

@@ -23,10 +23,14 @@ class FiguresTest(tf.test.TestCase):
     self.assertEqual(quality.final_loss(losses, 40), np.mean(losses[38:40]))
     self.assertEqual(quality.final_loss(losses[:30], 40), float("inf"))  # diverged early
     self.assertEqual(quality.final_loss([1.0, float("nan")], 2), float("inf"))
+    # Every horizon that divides the run is recorded, not only the tenths.
+    finals = quality._finals(losses * 4, 400, horizon=100)
+    self.assertEqual(finals["100"], np.mean((losses * 4)[95:100]))
+    self.assertIn("40", finals)
 
   def test_steps_to_reach_uses_the_final_loss_window(self):
     curve = list(np.linspace(2.0, 0.1, 100))
-    run = {"curve": curve, "chunk": 10}
+    run = {"curve": curve, "chunk": 10, "steps": 1000, "diverged": False}
     # The 5-chunk mean first drops to <= 1.0 at the chunk whose window is centred
     # two chunks earlier: find it directly.
     want = next(i for i in range(4, 100) if np.mean(curve[i - 4:i + 1]) <= 1.0)
@@ -34,10 +38,14 @@ class FiguresTest(tf.test.TestCase):
     self.assertIsNone(quality.steps_to_reach(run, 0.01))
     # A run reaches its own final loss exactly at its last step.
     self.assertEqual(quality.steps_to_reach(run, float(np.mean(curve[95:]))), 1000)
+    # A diverged run reaches nothing, and nothing reaches a non-finite target.
+    self.assertIsNone(quality.steps_to_reach(dict(run, diverged=True), 1.0))
+    self.assertIsNone(quality.steps_to_reach(run, float("inf")))
 
   def test_tuned_is_the_grid_point_with_the_lowest_mean_final_loss(self):
     def run(final_1x, final_10x):
-      return {"curve": [final_10x] * 100, "chunk": 1, "diverged": False, "metrics": {},
+      return {"curve": [final_10x] * 100, "chunk": 1, "steps": 100,
+              "diverged": not np.isfinite(final_10x), "metrics": {},
               "wall_seconds": 1.0, "losses_at": {"10": final_1x, "100": final_10x}}
     specs = ["adam:0.001", "adam:0.01", "adam:0.1", "sgdm:0.1"]
     runs = {}
@@ -49,7 +57,8 @@ class FiguresTest(tf.test.TestCase):
     out = quality.aggregate(runs, ["p"], specs, [0, 1], steps=100, horizon=10)["p"]
     self.assertEqual(out["tuned"]["adam"], {"1x": "adam:0.01", "10x": "adam:0.1"})
     self.assertAllClose(out["optimizers"]["adam:0.01"]["loss_1x"], 0.31)
-    self.assertAllClose(out["optimizers"]["adam:0.01"]["loss_1x_std"], 0.01)
+    self.assertAllClose(out["optimizers"]["adam:0.01"]["loss_1x_std"],
+                        np.std([0.3, 0.32], ddof=1))  # sample std over seeds
     self.assertEqual(out["optimizers"]["sgdm:0.1"]["loss_10x"], float("inf"))
     self.assertEqual(quality.grid_rank(out["optimizers"], "adam:0.001", "adam", "10x"), 1)
 
@@ -97,6 +106,10 @@ class HarnessSmokeTest(tf.test.TestCase):
       quality.run_benchmark(["mnist"], ["adam:0.01"], [0], 20, 10, out_dir, points=10)
     with self.assertRaisesRegex(ValueError, "horizon"):
       quality.run_benchmark(["diabetes_mlp"], ["adam:0.01"], [0], 25, 10, out_dir, points=5)
+    with self.assertRaisesRegex(ValueError, "'adam:-1'.*learning rate"):
+      quality.run_benchmark(["diabetes_mlp"], ["adam:-1"], [0], 20, 10, out_dir, points=10)
+    with self.assertRaisesRegex(ValueError, "LSTM baseline weights 'nope'"):
+      quality.optimizer_specs(quality.QUICK_GRID, lstm_weights="nope")
     self.assertEqual(os.listdir(out_dir), [])
 
   def test_default_optimizer_list_covers_every_mode_and_grid(self):
@@ -147,8 +160,26 @@ class ProblemsTest(tf.test.TestCase):
     a, b = problems.make("digits_vit_ft", 0), problems.make("digits_vit_ft", 1)
     for va, vb in zip(a.variables, b.variables):  # same checkpoint whatever the seed
       self.assertAllEqual(va, vb)
+    fresh = problems.tasks_lib.build_model(problems._VIT_SPEC, (8, 8, 1), 10)
+    self.assertNotAllClose(a.variables[0], fresh.trainable_variables[0])
     with self.assertRaisesRegex(ValueError, "unknown benchmark problem"):
       problems.make("imagenet", 0)
+
+  def test_prompt_tuning_trains_the_prompt_and_leaves_the_frozen_model(self):
+    import mnemosyne_tf
+    problem = problems.make("seq2seq_prompt", 0)
+    frozen = [v.numpy().copy() for v in problem.frozen]
+    self.assertNotEmpty(frozen)
+    prompt = problem.variables[0].numpy().copy()
+    opt = mnemosyne_tf.Mnemosyne()
+    for step in range(3):
+      x, y = problem.batch(tf.constant([0, 0]), tf.constant(step))
+      with tf.GradientTape() as tape:
+        loss = problem.loss(x, y)
+      opt.apply_gradients(zip(tape.gradient(loss, problem.variables), problem.variables))
+    self.assertNotAllClose(prompt, problem.variables[0])
+    for before, var in zip(frozen, problem.frozen):
+      self.assertAllEqual(before, var)
 
 
 if __name__ == "__main__":
