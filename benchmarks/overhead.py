@@ -89,15 +89,24 @@ def state_bytes_per_parameter(optimizer, model) -> float:
 
 def measure(build_model, x, y, factories, jit_compile, repeats, steps):
   """{optimizer: {"seconds": median s/step, "state_bytes": per param}} for one
-  model and XLA setting; optimizers interleaved over `repeats` rounds."""
+  model and XLA setting; optimizers interleaved over `repeats` rounds. An
+  optimizer whose first step runs out of memory is reported with seconds None."""
+  import gc
   import keras
-  runs = {}
+  import tensorflow as tf
+  runs, out_of_memory = {}, []
   for name, make_opt in factories.items():
     keras.utils.set_random_seed(0)
     model = build_model()
     opt = make_opt()
     step = make_step(model, opt, jit_compile)
-    step(x, y).numpy()  # trace and compile outside the timing
+    try:
+      step(x, y).numpy()  # trace and compile outside the timing
+    except tf.errors.ResourceExhaustedError:
+      out_of_memory.append(name)
+      del model, opt, step
+      gc.collect()
+      continue
     runs[name] = {"step": step, "model": model, "opt": opt, "times": []}
   for _ in range(repeats):
     for run in runs.values():
@@ -106,10 +115,13 @@ def measure(build_model, x, y, factories, jit_compile, repeats, steps):
         loss = run["step"](x, y)
       loss.numpy()
       run["times"].append((time.perf_counter() - start) / steps)
-  return {name: {"seconds": statistics.median(run["times"]),
-                 "state_bytes": state_bytes_per_parameter(run["opt"], run["model"]),
-                 "params": int(run["model"].count_params())}
-          for name, run in runs.items()}
+  result = {name: {"seconds": statistics.median(run["times"]),
+                   "state_bytes": state_bytes_per_parameter(run["opt"], run["model"]),
+                   "params": int(run["model"].count_params())}
+            for name, run in runs.items()}
+  for name in out_of_memory:
+    result[name] = {"seconds": None, "state_bytes": None, "params": None}
+  return result
 
 
 def slope(points):
@@ -123,7 +135,11 @@ def slope(points):
   return sum((p - mx) * (s - my) for p, s in points) / sxx if sxx else float("nan")
 
 
-def run_overhead(sizes, factories, repeats, batch_size, include_cnn=True, log=print):
+def run_overhead(sizes, factories, repeats, batch_size, include_cnn=True, log=print,
+                 max_params=None):
+  """Rows of measurements; `max_params` {optimizer: limit} skips an optimizer
+  on models above its limit (the LSTM's 80 state floats per parameter and its
+  gate activations do not fit 10^7 parameters in this machine's memory)."""
   import numpy as np
   rng = np.random.RandomState(0)
   x = rng.rand(batch_size, INPUT_DIM).astype(np.float32)
@@ -139,22 +155,28 @@ def run_overhead(sizes, factories, repeats, batch_size, include_cnn=True, log=pr
   for label, build, bx, by in models:
     params = int(build().count_params())
     steps = int(min(50, max(3, 3e6 // params)))  # about the same work per round
+    active = {name: f for name, f in factories.items()
+              if params <= (max_params or {}).get(name, float("inf"))}
     for jit in (True, False):
       started = time.time()
-      result = measure(build, bx, by, factories, jit, repeats, steps)
+      result = measure(build, bx, by, active, jit, repeats, steps)
       adam = result["adam"]["seconds"]
       for name, r in result.items():
+        oom = r["seconds"] is None
         rows.append({"model": label, "params": params, "xla": jit, "optimizer": name,
-                     "seconds_per_step": r["seconds"], "ratio_to_adam": r["seconds"] / adam,
-                     "state_bytes_per_param": r["state_bytes"]})
+                     "seconds_per_step": r["seconds"],
+                     "ratio_to_adam": None if oom else r["seconds"] / adam,
+                     "state_bytes_per_param": r["state_bytes"], "out_of_memory": oom})
       log(f"{label:12s} {params:>10,d} params  XLA {'on ' if jit else 'off'}  " + "  ".join(
-          f"{name} {result[name]['seconds'] / adam:.2f}x" for name in result if name != "adam")
-          + f"  ({time.time() - started:.0f} s)")
+          f"{name} " + ("out of memory" if result[name]["seconds"] is None
+                        else f"{result[name]['seconds'] / adam:.2f}x")
+          for name in result if name != "adam") + f"  ({time.time() - started:.0f} s)")
   slopes = {}
   for jit in (True, False):
     for name in factories:
       pts = [(r["params"], r["seconds_per_step"]) for r in rows
-             if r["xla"] == jit and r["optimizer"] == name and r["model"].startswith("mlp")]
+             if r["xla"] == jit and r["optimizer"] == name and r["model"].startswith("mlp")
+             and r["seconds_per_step"] is not None]
       slopes.setdefault("on" if jit else "off", {})[name] = slope(pts)
   slope_ratios = {x: {name: s / by_opt["adam"] for name, s in by_opt.items()}
                   for x, by_opt in slopes.items()}
@@ -174,15 +196,19 @@ def markdown(rows, slope_ratios, meta) -> str:
     cells = []
     for n in names:
       match = [r for r in rows if (r["model"], r["xla"], r["optimizer"]) == (model, xla, n)]
-      cells.append(f"{match[0]['ratio_to_adam']:.2f}x" if match else "—")
+      cells.append("—" if not match else "out of memory" if match[0]["out_of_memory"]
+                   else f"{match[0]['ratio_to_adam']:.2f}x")
     lines.append(f"| {model} | {params:,d} | {'on' if xla else 'off'} | " + " | ".join(cells)
                  + " |")
+  lines += ["", "— = not run (the LSTM above --lstm_max_params: its state and gate "
+            "activations do not fit in memory at 10^7 parameters)."]
   lines += ["", "Slope of step time against parameter count (MLPs), as a ratio to Adam's: "
             "the cost of each extra parameter.", "",
             "| XLA | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
   for xla, ratios in slope_ratios.items():
     lines.append(f"| {xla} | " + " | ".join(f"{ratios[n]:.2f}x" for n in names) + " |")
-  state = {r["optimizer"]: r["state_bytes_per_param"] for r in rows}
+  state = {r["optimizer"]: r["state_bytes_per_param"] for r in rows
+           if r["state_bytes_per_param"] is not None}
   lines += ["", "Optimizer-state bytes per parameter: " + ", ".join(
       f"{n} {state[n]:.0f}" for n in list(names) + ["adam"]) + "."]
   return "\n".join(lines)
@@ -196,7 +222,8 @@ def plot(rows, path):
   for name in dict.fromkeys(r["optimizer"] for r in rows if r["optimizer"] != "adam"):
     for xla, style in ((True, "-o"), (False, "--s")):
       pts = sorted((r["params"], r["ratio_to_adam"]) for r in rows if r["optimizer"] == name
-                   and r["xla"] == xla and r["model"].startswith("mlp"))
+                   and r["xla"] == xla and r["model"].startswith("mlp")
+                   and r["ratio_to_adam"] is not None)
       if pts:
         ax.plot(*zip(*pts), style, label=f"{name}, XLA {'on' if xla else 'off'}")
   ax.axhline(1.0, color="gray", linewidth=0.8)
@@ -216,6 +243,7 @@ def define_flags():
   flags.DEFINE_integer("repeats", 3, "Interleaved timing rounds.")
   flags.DEFINE_integer("batch_size", 64, "Batch size.")
   flags.DEFINE_string("lstm_weights", "lstm_v1", "The LSTM baseline's weights ('' to skip).")
+  flags.DEFINE_float("lstm_max_params", 2e6, "Skip the LSTM on bigger models (memory).")
   flags.DEFINE_string("out_dir", None, "Outputs (default benchmarks/results/overhead).")
 
 
@@ -234,7 +262,8 @@ def main(argv):
           "repeats": f.repeats, "batch_size": f.batch_size}
   rows, slopes, slope_ratios = run_overhead(sizes, optimizer_factories(f.lstm_weights),
                                             f.repeats, f.batch_size,
-                                            log=lambda line: print(line, flush=True))
+                                            log=lambda line: print(line, flush=True),
+                                            max_params={"lstm": f.lstm_max_params})
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "overhead.json"), "w") as fh:
     json.dump({"meta": meta, "rows": rows, "slopes": slopes, "slope_ratios": slope_ratios},

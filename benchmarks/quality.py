@@ -294,7 +294,8 @@ def markdown(results: dict, meta: dict) -> str:
       name_cell = e["label"]
       kind = spec.split(":")[0]
       if kind in tuned and spec in tuned[kind].values():
-        which = [tag for tag in ("1x", "10x") if tuned[kind][tag] == spec]
+        steps_of = {"1x": meta["horizon"], "10x": meta["steps"]}
+        which = [str(steps_of[tag]) for tag in ("1x", "10x") if tuned[kind][tag] == spec]
         name_cell += f" (tuned @{'/'.join(which)})"
       if kind not in FAMILIES:
         name_cell = f"**{name_cell}**"
