@@ -104,7 +104,7 @@ def measure(build_model, x, y, factories, jit_compile, repeats, steps):
       step(x, y).numpy()  # trace and compile outside the timing
     except tf.errors.ResourceExhaustedError:
       out_of_memory.append(name)
-      del model, opt, step
+      model = opt = step = None  # release its memory before the next optimizer
       gc.collect()
       continue
     runs[name] = {"step": step, "model": model, "opt": opt, "times": []}
