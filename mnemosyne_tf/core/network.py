@@ -102,6 +102,22 @@ class CoordinateState(NamedTuple):
   cams: Tuple[cam.CamState, ...]
 
 
+def normalized_update(direction, magnitude, log_step_size, magnitude_range, param,
+                      learning_rate, weight_decay):
+  """The learned rules' shared output stage, flat [P] in and out:
+
+      -lr * exp(log_step_size + a * tanh(mean(magnitude))) * direction / rms(direction)
+      - lr * weight_decay * param
+  """
+  rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
+  log_factor = magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
+  learning_rate = tf.cast(learning_rate, tf.float32)
+  update = (-learning_rate * tf.exp(log_step_size + log_factor)
+            * direction / tf.maximum(rms, 1e-12))
+  return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
+      tf.cast(param, tf.float32), [-1])
+
+
 class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
   """The coordinate-wise learned optimizer for one `CoordinateConfig`."""
 
@@ -258,12 +274,6 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
                         + theta["head/b1"][:, None])  # [hidden, P]
     out = (tf.matmul(theta["head/w2"], hidden, transpose_a=True)
            + theta["head/b2"][:, None])  # [2, P]
-    direction, magnitude = out[0], out[1]  # [P], [P]
-    rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
-    log_factor = c.magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
-    learning_rate = tf.cast(learning_rate, tf.float32)
-    update = (-learning_rate * tf.exp(theta["log_step_size"] + log_factor)
-              * direction / tf.maximum(rms, 1e-12))
-    update -= learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
-        tf.cast(param, tf.float32), [-1])
+    update = normalized_update(out[0], out[1], theta["log_step_size"], c.magnitude_range,
+                               param, learning_rate, weight_decay)
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams))

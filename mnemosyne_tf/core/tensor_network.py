@@ -28,6 +28,7 @@ from mnemosyne_tf.core import cam
 from mnemosyne_tf.core import features
 from mnemosyne_tf.core import hpe
 from mnemosyne_tf.core import learned_optimizer
+from mnemosyne_tf.core import network
 from mnemosyne_tf.core import random_features
 
 Theta = Dict[str, tf.Tensor]
@@ -168,12 +169,6 @@ class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
                         + tf.matmul(theta["head/w1x"], x, transpose_a=True)
                         + theta["head/b1"][:, None])  # [hidden, N]
     out = tf.matmul(theta["head/w2"], hidden, transpose_a=True) + theta["head/b2"][:, None]
-    direction, magnitude = out[0], out[1]
-    rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
-    log_factor = c.magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
-    learning_rate = tf.cast(learning_rate, tf.float32)
-    update = (-learning_rate * tf.exp(theta["log_step_size"] + log_factor)
-              * direction / tf.maximum(rms, 1e-12))
-    update -= learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
-        tf.cast(param, tf.float32), [-1])
+    update = network.normalized_update(out[0], out[1], theta["log_step_size"],
+                                       c.magnitude_range, param, learning_rate, weight_decay)
     return tf.reshape(update, shape), memory
