@@ -1,0 +1,1 @@
+"""Mnemosyne-TF training pipelines on tf-models-official (BERT, T5 prompts, ViT)."""
