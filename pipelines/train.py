@@ -26,6 +26,7 @@ import tensorflow as tf
 from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_utils
+from official.modeling import hyperparams
 from official.modeling import optimization
 from official.modeling import performance
 
@@ -65,8 +66,9 @@ def registered_experiments():
 
 
 def parse_config(experiment, config_files=None, params_override=None, tpu=None):
-  """The experiment config after YAML files and overrides; ValueError naming any
-  unknown experiment, missing file or bad key."""
+  """The experiment config after YAML files, then overrides (a string or a list
+  of strings applied in order); ValueError naming any unknown experiment,
+  missing file or bad key."""
   if not experiment:
     raise ValueError("--experiment is required")
   if experiment not in registered_experiments():
@@ -75,15 +77,20 @@ def parse_config(experiment, config_files=None, params_override=None, tpu=None):
   for path in config_files or []:
     if not tf.io.gfile.exists(path):
       raise ValueError(f"config file not found: {path}")
+  overrides = [params_override] if isinstance(params_override, str) else params_override
   options = train_utils.ParseConfigOptions(
-      experiment=experiment, config_file=list(config_files or []), tpu=tpu,
-      params_override=params_override or "")
+      experiment=experiment, config_file=list(config_files or []), tpu=tpu)
   try:
-    return train_utils.parse_configuration(options, print_return=False)
+    params = train_utils.ExperimentParser(options).parse()
+    for override in overrides or []:
+      params = hyperparams.override_params_dict(params, override, is_strict=True)
+    params.validate()
   except (KeyError, ValueError, TypeError, AttributeError) as e:
     raise ValueError(f"invalid configuration for {experiment} (config files "
                      f"{list(config_files or [])}, params_override "
                      f"{params_override!r}): {e}") from None
+  params.lock()
+  return params
 
 
 def check_run(params, mode: str, model_dir: str) -> None:
