@@ -50,13 +50,13 @@ def build_mlp(width: int):
 
 
 def optimizer_factories(lstm_weights="lstm_v1"):
-  """name -> constructor: Mnemosyne per mode, the LSTM (if its weights exist), Adam."""
+  """name -> constructor: Mnemosyne per mode (with shipped weights), the LSTM (if
+  its weights exist), Adam."""
   import keras
   import mnemosyne_tf
-  from mnemosyne_tf import rule
   from mnemosyne_tf import weights as weights_lib
   out = {f"mnemosyne_{mode}": (lambda mode=mode: mnemosyne_tf.Mnemosyne(mode=mode))
-         for mode in rule.MODES}
+         for mode in weights_lib.DEFAULT_WEIGHTS_BY_MODE}
   if lstm_weights and (lstm_weights in weights_lib.SHIPPED or os.path.exists(lstm_weights)):
     out["lstm"] = lambda: mnemosyne_tf.LearnedOptimizer(weights=lstm_weights)
   out["adam"] = lambda: keras.optimizers.Adam(1e-3)

@@ -48,9 +48,8 @@ LSTM_WEIGHTS = "lstm_v1"
 # ----------------------------------------------------------------- optimizers
 def optimizer_specs(grid, lstm_weights=LSTM_WEIGHTS, modes=None):
   """The optimizer list: learned ones first, then each family over the grid."""
-  from mnemosyne_tf import rule
   from mnemosyne_tf import weights as weights_lib
-  specs = [f"mnemosyne:{mode}" for mode in (modes or rule.MODES)]
+  specs = [f"mnemosyne:{mode}" for mode in (modes or weights_lib.DEFAULT_WEIGHTS_BY_MODE)]
   if lstm_weights:
     if not (lstm_weights in weights_lib.SHIPPED or os.path.exists(lstm_weights)):
       raise ValueError(f"LSTM baseline weights {lstm_weights!r}: not a shipped name "

@@ -1,10 +1,11 @@
 """The framework-neutral optimizer rule both front ends share.
 
-`LearnedRule` turns a weights file into its network (coordinate-wise Mnemosyne or
-the LSTM baseline, by the file's "network" field) plus theta (as constants: the
-optimizer never trains theta), defines the layout of the one
-float32 slot each model variable gets ([state_size, *var.shape]), and performs
-one guarded step on that slot. The Keras 3 (`optimizer.py`) and tf_keras
+`LearnedRule` turns a weights file into its network (coordinate-wise or
+tensor-wise Mnemosyne, Super-Mnemosyne or the LSTM baseline, by the file's
+"network" field) plus theta (as constants: the optimizer never trains theta),
+gives the layout of the one float32 slot each model variable gets (the
+network's `slot_shape`: [state_size, *var.shape] per coordinate, or a flat
+vector for a per-tensor state), and performs one guarded step on that slot. The Keras 3 (`optimizer.py`) and tf_keras
 (`tf_keras_optimizer.py`) classes only create the slots and assign the results.
 """
 
@@ -16,14 +17,19 @@ import tensorflow as tf
 from mnemosyne_tf import weights as weights_lib
 from mnemosyne_tf.baselines import lstm
 from mnemosyne_tf.core import network
+from mnemosyne_tf.core import super_network
+from mnemosyne_tf.core import tensor_network
 
 # weights-file network name -> (config class, network class)
 NETWORKS = {
     "coordinate": (network.CoordinateConfig, network.CoordinateWiseNetwork),
+    "tensor": (tensor_network.TensorConfig, tensor_network.TensorWiseNetwork),
+    "super": (super_network.SuperConfig, super_network.SuperNetwork),
     "lstm": (lstm.LSTMConfig, lstm.LSTMNetwork),
 }
-# Mnemosyne's modes -> the network each needs.
-MODES = {"coordinate": "coordinate"}
+# Mnemosyne's modes -> the network each needs (its default weights:
+# weights.DEFAULT_WEIGHTS_BY_MODE).
+MODES = {"coordinate": "coordinate", "tensor": "tensor", "super": "super"}
 
 
 def build_network(kind: str, config: dict):
@@ -39,6 +45,28 @@ def network_for_mode(mode: str) -> str:
   if mode not in MODES:
     raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
   return MODES[mode]
+
+
+def default_weights(mode: str) -> str:
+  """The shipped weights `Mnemosyne(mode=mode)` loads when given none."""
+  network_for_mode(mode)
+  if mode not in weights_lib.DEFAULT_WEIGHTS_BY_MODE:
+    raise ValueError(f"no shipped weights for mode {mode!r}: pass weights= (a file made "
+                     "by python -m mnemosyne_tf.meta.train)")
+  return weights_lib.DEFAULT_WEIGHTS_BY_MODE[mode]
+
+
+def super_policy(mode: str, small_mode, threshold) -> dict:
+  """Config overrides of Super-Mnemosyne's policy (ValueError if invalid or if
+  given for another mode); {} when both are None (the weights' own policy)."""
+  overrides = {k: v for k, v in (("small_mode", small_mode), ("threshold", threshold))
+               if v is not None}
+  if overrides and mode != "super":
+    raise ValueError(f"super_small_mode / super_threshold apply only to mode='super', "
+                     f"not mode={mode!r}")
+  if overrides:
+    super_network.SuperConfig(**overrides)  # validates the values
+  return overrides
 
 
 def check_arguments(learning_rate, weights, weight_decay):
@@ -64,9 +92,12 @@ class LearnedRule:
     weights: shipped name or path.
     expected_sha256: if given, the weights must have this checksum.
     network_kind: if given, the weights must be for this network.
+    config_overrides: network config fields to replace (only ones that leave
+      theta's shapes unchanged, e.g. Super-Mnemosyne's policy).
   """
 
-  def __init__(self, weights: str, expected_sha256: str = None, network_kind: str = None):
+  def __init__(self, weights: str, expected_sha256: str = None, network_kind: str = None,
+               config_overrides: dict = None):
     loaded = weights_lib.load_weights(weights)
     if expected_sha256 is not None and loaded.sha256 != expected_sha256:
       raise weights_lib.WeightsError(
@@ -78,19 +109,21 @@ class LearnedRule:
           f"weights file {loaded.path!r} is for network {loaded.network!r}, not "
           f"{network_kind!r}")
     try:
-      self.network = build_network(loaded.network, loaded.config)
+      self.network = build_network(loaded.network,
+                                   dict(loaded.config, **(config_overrides or {})))
       self.network.check_theta(loaded.theta, source=f"weights file {loaded.path!r}")
     except (TypeError, ValueError) as e:
       raise weights_lib.WeightsError(
           f"weights file {loaded.path!r} does not match its config: {e}") from e
     self.weights = weights
+    self.config_overrides = dict(config_overrides) if config_overrides else None
     self.sha256 = loaded.sha256
     self.provenance = loaded.provenance
     self.theta = {name: tf.constant(value, tf.float32)
                   for name, value in loaded.theta.items()}
 
   def slot_shape(self, var_shape):
-    return [self.network.state_size()] + list(var_shape)
+    return self.network.slot_shape(var_shape)
 
   def initial_slot(self, var_shape) -> tf.Tensor:
     """The packed empty state for a variable of `var_shape`."""
@@ -115,7 +148,7 @@ class LearnedRule:
       # Dense semantics: rows without a gradient see g = 0 this step (their
       # memories decay), exactly as if the gradient had been dense.
       grad = tf.convert_to_tensor(grad)
-    state = self.network.unpack_state(slot)
+    state = self.network.unpack_state(slot, param.shape)
     update, new_state = self.network.guarded_apply(
         self.theta, state, grad, param, step, learning_rate, weight_decay)
     new_slot = self.network.pack_state(new_state, param.shape)

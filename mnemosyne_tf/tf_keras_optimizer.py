@@ -25,28 +25,35 @@ from official.modeling.optimization.configs import optimization_config
 from official.modeling.optimization.configs import optimizer_config
 
 from mnemosyne_tf import rule as rule_lib
-from mnemosyne_tf import weights as weights_lib
 
 OFFICIAL_TYPE = "mnemosyne"
 
 
 @tf_keras.utils.register_keras_serializable(package="mnemosyne_tf")
 class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
-  """tf_keras front end of `mnemosyne_tf.Mnemosyne` (same arguments and meaning).
+  """tf_keras front end of `mnemosyne_tf.Mnemosyne` (same arguments and meaning;
+  "" or 0 for an optional argument mean None, as official's configs give them).
 
   `learning_rate` multiplies the learned step size (default 1.0, no tuning);
   weight decay is decoupled and applied inside the guarded update; a variable
   with a NaN/Inf gradient is left unchanged with its state.
   """
 
-  def __init__(self, learning_rate=1.0, weights=weights_lib.DEFAULT_WEIGHTS,
-               mode="coordinate", weights_sha256=None, weight_decay=None,
-               clipnorm=None, clipvalue=None, global_clipnorm=None,
+  def __init__(self, learning_rate=1.0, weights=None, mode="coordinate",
+               weights_sha256=None, super_small_mode=None, super_threshold=None,
+               weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
                jit_compile=True, name="mnemosyne", **kwargs):
+    # official's factory passes every config field: "" and 0 mean "not set".
+    super_small_mode = super_small_mode or None
+    super_threshold = super_threshold or None
     network_kind = rule_lib.network_for_mode(mode)
+    overrides = rule_lib.super_policy(mode, super_small_mode, super_threshold)
+    if not weights:
+      weights = rule_lib.default_weights(mode)
     rule_lib.check_arguments(learning_rate, weights, weight_decay)
-    self._rule = rule_lib.LearnedRule(weights, weights_sha256, network_kind)
+    self._rule = rule_lib.LearnedRule(weights, weights_sha256, network_kind,
+                                      overrides or None)
     super().__init__(
         name=name, weight_decay=weight_decay, clipnorm=clipnorm,
         clipvalue=clipvalue, global_clipnorm=global_clipnorm, use_ema=use_ema,
@@ -54,10 +61,18 @@ class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
         jit_compile=jit_compile, **kwargs)
     self._learning_rate = self._build_learning_rate(learning_rate)
     self.mode = mode
+    self.super_small_mode = super_small_mode
+    self.super_threshold = super_threshold
 
   @property
-  def state_floats_per_parameter(self) -> int:
-    return self._rule.network.state_size()
+  def state_floats_per_parameter(self):
+    """As `Mnemosyne.state_floats_per_parameter` (None for a per-tensor state)."""
+    net = self._rule.network
+    return None if net.kind == "super" or net.per_tensor_state else net.state_size()
+
+  def state_floats(self, shape) -> int:
+    """Optimizer-state float32 values kept for a variable of `shape`."""
+    return self._rule.network.state_floats(shape)
 
   def build(self, var_list):
     super().build(var_list)
@@ -94,7 +109,8 @@ class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
     config.update({
         "learning_rate": _plain(self._serialize_hyperparameter(self._learning_rate)),
         "weights": self._rule.weights, "mode": self.mode,
-        "weights_sha256": self._rule.sha256})
+        "weights_sha256": self._rule.sha256, "super_small_mode": self.super_small_mode,
+        "super_threshold": self.super_threshold})
     return config
 
 
@@ -109,14 +125,21 @@ class MnemosyneConfig(optimizer_config.BaseOptimizerConfig):
 
   Attributes:
     name: optimizer name.
-    weights: shipped weights name or weights file path.
-    mode: "coordinate".
+    weights: shipped weights name or weights file path; "" = the mode's
+      shipped default.
+    mode: "coordinate", "tensor" or "super".
     weight_decay: decoupled weight decay per step (0 for none).
+    super_small_mode: mode "super": the mode of small tensors ("" = the
+      weights' own policy).
+    super_threshold: mode "super": the size from which a tensor is large
+      (0 = the weights' own policy).
   """
   name: str = "mnemosyne"
-  weights: str = weights_lib.DEFAULT_WEIGHTS
+  weights: str = ""
   mode: str = "coordinate"
   weight_decay: float = 0.0
+  super_small_mode: str = ""
+  super_threshold: int = 0
 
 
 @dataclasses.dataclass

@@ -114,6 +114,9 @@ class HarnessSmokeTest(tf.test.TestCase):
 
   def test_default_optimizer_list_covers_every_mode_and_grid(self):
     specs = quality.optimizer_specs(quality.FULL_GRID, lstm_weights=None)
+    from mnemosyne_tf import weights as weights_lib
+    for mode in weights_lib.DEFAULT_WEIGHTS_BY_MODE:
+      self.assertIn(f"mnemosyne:{mode}", specs)
     self.assertIn("mnemosyne:coordinate", specs)
     for family in quality.FAMILIES:
       self.assertEqual(sum(s.startswith(family + ":") for s in specs), 7)

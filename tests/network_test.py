@@ -121,7 +121,7 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     _, state = run(net, net.init_theta(seed=3), testing.random_gradients((3, 2), 4))
     packed = net.pack_state(state, [3, 2])
     self.assertEqual(packed.shape, [net.state_size(), 3, 2])
-    for a, b in zip(tf.nest.flatten(net.unpack_state(packed)), tf.nest.flatten(state)):
+    for a, b in zip(tf.nest.flatten(net.unpack_state(packed, [3, 2])), tf.nest.flatten(state)):
       self.assertAllEqual(a, b)
     self.assertEqual(net.pack_state(net.init_state(param), [3, 2]).shape[0],
                      net.state_size())

@@ -23,7 +23,24 @@ class TensorWiseNetworkTest(tf.test.TestCase):
         grad = tf.random.stateless_normal([n], [n, t])
         _, state = self.net.apply(self.theta, state, grad, param, t)
       sizes.add(sum(int(np.prod(leaf.shape)) for leaf in tf.nest.flatten(state)))
-    self.assertEqual(sizes, {self.net.state_floats_per_tensor()})
+    c = self.net.config
+    per_tensor = c.num_heads * c.max_tokens * (c.num_features * (c.value_dim + 1) + 1)
+    self.assertEqual(sizes, {per_tensor})
+    self.assertEqual({self.net.state_floats([n]) for n in (1, 7, 1000, 100_003)},
+                     {per_tensor})
+
+  def test_slot_is_flat_and_round_trips(self):
+    param = tf.zeros([30, 20])
+    _, state = self.net.apply(self.theta, self.net.init_state(param),
+                              tf.random.stateless_normal([30, 20], [7, 7]), param, 1)
+    packed = self.net.pack_state(state, [30, 20])
+    self.assertEqual(packed.shape, self.net.slot_shape([30, 20]))
+    self.assertEqual(len(packed.shape), 1)
+    for a, b in zip(tf.nest.flatten(self.net.unpack_state(packed, [30, 20])),
+                    tf.nest.flatten(state)):
+      self.assertAllEqual(a, b)
+    with self.assertRaisesRegex(ValueError, "per tensor"):
+      self.net.state_size()
 
   def test_update_descends_and_has_the_learned_rms(self):
     grad = tf.random.stateless_normal([40, 30], [1, 2])

@@ -96,7 +96,10 @@ class OfficialFactoryTest(tf.test.TestCase, parameterized.TestCase):
          "learning_rate": {"type": "constant", "constant": {"learning_rate": 1.0}}})
     again = tko.MnemosyneOptimizationConfig(config.as_dict())
     self.assertEqual(again.as_dict(), config.as_dict())
-    self.assertEqual(again.optimizer.mnemosyne.weights, mnemosyne_tf.DEFAULT_WEIGHTS)
+    self.assertEqual(again.optimizer.mnemosyne.weights, "")  # "": the mode's default
+    factory = optimizer_factory.OptimizerFactory(again)
+    opt = factory.build_optimizer(factory.build_learning_rate())
+    self.assertEqual(opt.get_config()["weights"], mnemosyne_tf.DEFAULT_WEIGHTS)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
 """The interface every learned optimizer network implements (pure functions).
 
 A network holds only its static config. theta is a dict of tensors; a state is a
-nest of float32 tensors whose last axis is the tensor's P coordinates. Both
-optimizer front ends and the meta-trainer use only this interface, so the
-coordinate-wise Mnemosyne network and the LSTM baseline are interchangeable.
+nest of float32 tensors. Both optimizer front ends and the meta-trainer use only
+this interface (state, slot layout, apply), so the coordinate-wise and
+tensor-wise Mnemosyne networks, Super-Mnemosyne and the LSTM baseline are
+interchangeable.
+
+Two state layouts exist:
+  * per coordinate (the default): every leaf's last axis is the tensor's P
+    coordinates; the slot is [state_size(), *var_shape];
+  * per tensor (`per_tensor_state = True`): leaves of a fixed size whatever the
+    tensor; the slot is a flat [floats] vector.
 """
 
 import dataclasses
-from typing import Any, Dict, Tuple
+import functools
+from typing import Any, Dict, List, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -39,10 +47,18 @@ class LearnedOptimizerNetwork:
   # theta entries (by suffix) that are fixed for the life of a state and are
   # never meta-trained.
   fixed_suffixes: Tuple[str, ...] = ()
+  # True if a tensor's state has a fixed size whatever the tensor's size.
+  per_tensor_state = False
 
   def __init__(self, config):
     self.config = config
-    self._template = self.init_state(tf.zeros([1]))
+
+  @functools.cached_property
+  def _template(self):
+    """The state of a one-coordinate tensor (gives the packing layout; eager,
+    so that a first use inside a traced function leaks no graph tensor)."""
+    with tf.init_scope():
+      return self.init_state(tf.zeros([1]))
 
   # -------------------------------------------------------------- subclasses
   def theta_shapes(self) -> Dict[str, Tuple[int, ...]]:
@@ -79,15 +95,36 @@ class LearnedOptimizerNetwork:
                          f"needs {tuple(shape)}")
 
   def state_size(self) -> int:
-    """Optimizer-state floats per parameter coordinate."""
+    """Optimizer-state floats per parameter coordinate (per-coordinate layout)."""
+    if self.per_tensor_state:
+      raise ValueError(f"the {self.kind!r} network keeps a state per tensor, not per "
+                       "coordinate: use state_floats(shape)")
     return state_packing.state_size(self._template)
 
+  def slot_shape(self, shape: Sequence[int]) -> List[int]:
+    """Shape of the one float32 slot holding the state of a tensor of `shape`."""
+    if self.per_tensor_state:
+      return [state_packing.flat_size(self._template)]
+    return [self.state_size()] + list(shape)
+
+  def state_floats(self, shape: Sequence[int]) -> int:
+    """Optimizer-state floats kept for a tensor of `shape`."""
+    size = 1
+    for dim in self.slot_shape(shape):
+      size *= int(dim)
+    return size
+
   def pack_state(self, state, shape) -> tf.Tensor:
-    """State -> one float32 tensor [state_size(), *shape] (the slot layout)."""
+    """State of a tensor of `shape` -> its slot value (`slot_shape(shape)`)."""
+    if self.per_tensor_state:
+      return state_packing.pack_flat(state)
     return state_packing.pack(state, shape)
 
-  def unpack_state(self, packed: tf.Tensor):
-    """Inverse of `pack_state`."""
+  def unpack_state(self, packed: tf.Tensor, shape):
+    """Inverse of `pack_state` for a tensor of `shape`."""
+    del shape  # both layouts are recovered from the template
+    if self.per_tensor_state:
+      return state_packing.unpack_flat(packed, self._template)
     return state_packing.unpack(packed, self._template)
 
   def guarded_apply(self, theta: Theta, state, grad, param, step, learning_rate=1.0,

@@ -5,6 +5,9 @@ whose last axis is P (`[k1, ..., P]`, possibly just `[P]`). The front ends keep 
 in a single slot variable of shape [S, *var.shape] (S = total leading size): the
 state axis leads so that the parameter's own layout stays the minor, vectorized
 (and shardable) part.
+
+A per-tensor state (fixed-size leaves whatever the tensor's size, e.g.
+tensor-wise Mnemosyne's) is kept flat instead: one [floats] vector.
 """
 
 from typing import Any, List, Sequence
@@ -40,3 +43,22 @@ def unpack(packed: tf.Tensor, template: Any) -> Any:
   parts = tf.split(flat, sizes, axis=0) if len(sizes) > 1 else [flat]
   leaves = [tf.reshape(part, s + [-1]) for part, s in zip(parts, shapes)]
   return tf.nest.pack_sequence_as(template, leaves)
+
+
+def flat_size(template: Any) -> int:
+  """Floats in a per-tensor state."""
+  return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in tf.nest.flatten(template)))
+
+
+def pack_flat(state: Any) -> tf.Tensor:
+  """Nest of fixed-size tensors -> one flat [floats] vector."""
+  return tf.concat([tf.reshape(leaf, [-1]) for leaf in tf.nest.flatten(state)], axis=0)
+
+
+def unpack_flat(packed: tf.Tensor, template: Any) -> Any:
+  """[floats] -> the nest of `template` (same leaf shapes)."""
+  leaves = tf.nest.flatten(template)
+  sizes = [int(np.prod(leaf.shape, dtype=np.int64)) for leaf in leaves]
+  parts = tf.split(packed, sizes) if len(sizes) > 1 else [packed]
+  return tf.nest.pack_sequence_as(
+      template, [tf.reshape(part, leaf.shape) for part, leaf in zip(parts, leaves)])

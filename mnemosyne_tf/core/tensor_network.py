@@ -1,4 +1,4 @@
-"""The tensor-wise Mnemosyne network (pure functions; not yet a front-end mode).
+"""The tensor-wise Mnemosyne network (pure functions): `Mnemosyne(mode="tensor")`.
 
 Per step, for one tensor of N coordinates:
   1. per-coordinate tokens x_i: the Andrychowicz log-magnitude and sign of g_i,
@@ -15,7 +15,8 @@ Per step, for one tensor of N coordinates:
 
     update = -lr * exp(log_step_size) * exp(a * tanh(mean(s))) * d / rms(d) - lr * wd * param
 
-The state is a CamState of fixed size per tensor: optimizer memory O(1) in N.
+The state is a CamState of fixed size per tensor (`per_tensor_state`; its slot
+is one flat vector): optimizer memory O(1) in N.
 """
 
 import dataclasses
@@ -77,6 +78,7 @@ class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
 
   kind = "tensor"
   fixed_suffixes = ("/projection",)
+  per_tensor_state = True
 
   def theta_shapes(self) -> Dict[str, Tuple[int, ...]]:
     c = self.config
@@ -119,22 +121,6 @@ class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     """Empty memories: [heads, max_tokens] of them, whatever the tensor's size."""
     c = self.config
     return cam.init([c.num_heads, c.max_tokens], c.num_features, c.value_dim)
-
-  def state_size(self) -> int:
-    """Floats per coordinate: none (the state is per tensor, see below)."""
-    return 0
-
-  def pack_state(self, state, shape):
-    raise NotImplementedError("the tensor-wise network's per-tensor state has no slot layout "
-                              "yet: it is not a Mnemosyne mode until it has one")
-
-  def unpack_state(self, packed):
-    raise NotImplementedError("the tensor-wise network's per-tensor state has no slot layout "
-                              "yet: it is not a Mnemosyne mode until it has one")
-
-  def state_floats_per_tensor(self) -> int:
-    c = self.config
-    return c.num_heads * c.max_tokens * (c.num_features * (c.value_dim + 1) + 1)
 
   def apply(self, theta: Theta, state: cam.CamState, grad, param, step, learning_rate=1.0,
             weight_decay=0.0):

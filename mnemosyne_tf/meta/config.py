@@ -11,7 +11,8 @@ from mnemosyne_tf import rule
 from mnemosyne_tf.meta import tasks as tasks_lib
 
 ESTIMATORS = ("gradient", "es")
-INITS = ("hand_set", "random")
+INITS = ("hand_set", "random", "weights")
+HAND_SET_NETWORKS = ("coordinate", "super")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +22,12 @@ class MetaTrainConfig:
   Attributes:
     network: learned optimizer network: "coordinate" (Mnemosyne) or "lstm".
     network_config: overrides of the network's config fields.
-    init: "hand_set" (start from normalized momentum; coordinate only) or
-      "random".
+    init: "hand_set" (start from normalized momentum; networks coordinate
+      and super), "random", or "weights" (start from `init_weights`).
+    init_weights: with init "weights": a shipped weights name or a weights file
+      for this network and network config (to continue meta-training); for
+      network "super" also a mapping {coordinate: name-or-path, tensor:
+      name-or-path} that starts each part from its own mode's weights.
     init_step_size: the learned step size a random coordinate init starts from.
     init_noise: standard deviation of Gaussian noise added to the initial
       query and key weights (with init "hand_set" they are exactly zero, a
@@ -57,6 +62,7 @@ class MetaTrainConfig:
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
   init: str = "hand_set"
+  init_weights: typing.Any = None
   init_step_size: float = 1e-3
   init_noise: float = 0.0
   seed: int = 0
@@ -92,8 +98,15 @@ class MetaTrainConfig:
       except (TypeError, ValueError) as e:
         problems.append(f"network_config: {e}")
     need(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
-    need(not (self.init == "hand_set" and self.network != "coordinate"),
-         "init 'hand_set' exists only for network 'coordinate'")
+    need(not (self.init == "hand_set" and self.network not in HAND_SET_NETWORKS),
+         f"init 'hand_set' exists only for networks {HAND_SET_NETWORKS}")
+    need((self.init == "weights") == (self.init_weights is not None),
+         "init_weights is needed with init 'weights', and only then")
+    if self.init == "weights" and self.init_weights is not None and not problems:
+      try:
+        initial_weights_theta(self)
+      except (TypeError, ValueError) as e:
+        problems.append(f"init_weights: {e}")
     need(self.estimator in ESTIMATORS, f"estimator must be one of {ESTIMATORS}, "
          f"got {self.estimator!r}")
     need(len(self.tasks) > 0, "tasks must name at least one task")
@@ -141,6 +154,8 @@ class MetaTrainConfig:
 
   def to_dict(self) -> dict:
     out = dataclasses.asdict(self)
+    if out["init_weights"] is None:  # configs without it keep their old form
+      del out["init_weights"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)
@@ -181,3 +196,32 @@ class MetaTrainConfig:
 
   def to_yaml(self) -> str:
     return yaml.safe_dump(self.to_dict(), sort_keys=True)
+
+
+def initial_weights_theta(cfg: MetaTrainConfig) -> dict:
+  """theta (name -> array) of `cfg.init_weights` for cfg's network and config.
+
+  Raises ValueError if a file cannot be loaded or is for another network or
+  network config (a weights.WeightsError is a ValueError).
+  """
+  from mnemosyne_tf import weights as weights_lib  # pylint: disable=import-outside-toplevel
+  network = rule.build_network(cfg.network, cfg.network_config)
+
+  def load(name, kind, config):
+    loaded = weights_lib.load_weights(name)
+    if loaded.network != kind or loaded.config != config.to_dict():
+      raise ValueError(f"weights {name!r} are for network {loaded.network!r} with config "
+                       f"{loaded.config}, not {kind!r} with {config.to_dict()}")
+    return loaded.theta
+
+  if isinstance(cfg.init_weights, dict):
+    if cfg.network != "super" or sorted(cfg.init_weights) != ["coordinate", "tensor"]:
+      raise ValueError("a mapping of init_weights is for network 'super' and has exactly "
+                       "the keys coordinate and tensor")
+    parts = {mode: load(cfg.init_weights[mode], mode, part.config)
+             for mode, part in network.parts.items()}
+    return network.combine(parts)
+  if not isinstance(cfg.init_weights, str):
+    raise ValueError(f"init_weights must be a weights name or path (or, for super, a "
+                     f"mapping), got {cfg.init_weights!r}")
+  return load(cfg.init_weights, cfg.network, network.config)

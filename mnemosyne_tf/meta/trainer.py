@@ -43,10 +43,13 @@ def initial_theta(cfg: config_lib.MetaTrainConfig, network) -> Dict[str, tf.Tens
   """The theta meta-training starts from (see MetaTrainConfig.init, init_noise)."""
   if cfg.init == "hand_set":
     theta = network.hand_set_theta(step_size=cfg.init_step_size)
-  elif cfg.network == "coordinate":
-    theta = network.init_theta(cfg.seed, step_size=cfg.init_step_size)
-  else:
+  elif cfg.init == "weights":
+    theta = {name: tf.constant(value, tf.float32)
+             for name, value in config_lib.initial_weights_theta(cfg).items()}
+  elif cfg.network == "lstm":
     theta = network.init_theta(cfg.seed)
+  else:
+    theta = network.init_theta(cfg.seed, step_size=cfg.init_step_size)
   if cfg.init_noise > 0:
     for i, name in enumerate(sorted(theta)):
       if name.endswith(("/query", "/key")):
@@ -146,7 +149,7 @@ class MetaTrainer:
       theta = dict(fixed, **theta_trainable)
       xs, ys = task.batches(seed, unroll + 1)
       current = list(params)
-      states = [network.unpack_state(s) for s in packed]
+      states = [network.unpack_state(s, shape) for s, shape in zip(packed, shapes)]
       total = tf.constant(0.0)
       for k in tf.range(unroll):
         with tf.GradientTape() as inner:

@@ -2,7 +2,8 @@
 
 `SHIPPED` maps each name to its file in this folder; each file has a card
 (`<name>.md`) saying how it was made. `DEFAULT_WEIGHTS` is what `Mnemosyne()`
-loads with no arguments.
+loads with no arguments; `DEFAULT_WEIGHTS_BY_MODE`, what `Mnemosyne(mode=...)`
+loads.
 """
 
 import os
@@ -28,6 +29,7 @@ SHIPPED = {
     "lstm_v1": "lstm_v1.npz",
 }
 DEFAULT_WEIGHTS = "coordinate_v2"
+DEFAULT_WEIGHTS_BY_MODE = {"coordinate": DEFAULT_WEIGHTS}
 
 
 def resolve(name_or_path: str) -> str:
@@ -48,5 +50,5 @@ def load_weights(name_or_path: str = DEFAULT_WEIGHTS) -> Weights:
   return load(resolve(name_or_path))
 
 
-__all__ = ["SHIPPED", "DEFAULT_WEIGHTS", "Weights", "WeightsError", "load",
+__all__ = ["SHIPPED", "DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_BY_MODE", "Weights", "WeightsError", "load",
            "load_weights", "resolve", "save"]
