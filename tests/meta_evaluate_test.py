@@ -32,6 +32,14 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(a["steps"], [0, 4, 8])
     self.assertLess(a["loss"][-1], a["loss"][0])
 
+  def test_runs_of_an_earlier_evaluation_are_keyed_like_new_runs(self):
+    spec = "adam:0.01"
+    earlier = {"steps": 8, "seed": 1, "optimizers": {"adam 0.01": spec},
+               "results": {"wine_mlp_32_relu": {"adam 0.01": curve(1.0, 0.5)}}}
+    runs = evaluate.runs_of(earlier)
+    self.assertEqual(runs, {evaluate.run_key("wine_mlp_32_relu", spec, 8, 1): curve(1.0, 0.5)})
+    self.assertNotIn(evaluate.run_key("wine_mlp_32_relu", spec, 8, 1, jit_compile=True), runs)
+
   def test_summary_counts_better_grid_points_and_divergence(self):
     results = {"t": {"adam 0.001": curve(2.0, 1.0, 0.5), "adam 0.01": curve(2.0, 0.3, 0.2),
                      "mine": curve(2.0, 0.4, 0.1), "bad": curve(2.0, float("nan"))}}

@@ -29,8 +29,9 @@ def make_optimizer(spec: str):
   import keras
   import mnemosyne_tf
   kind, _, arg = spec.partition(":")
-  if kind == "mnemosyne":
-    return mnemosyne_tf.Mnemosyne(weights=arg)
+  if kind == "mnemosyne":  # the mode is the weights' network (coordinate, tensor, super)
+    from mnemosyne_tf import weights as weights_lib
+    return mnemosyne_tf.Mnemosyne(weights=arg, mode=weights_lib.load_weights(arg).network)
   if kind == "learned":
     return mnemosyne_tf.LearnedOptimizer(weights=arg)
   if kind == "adam":
@@ -95,6 +96,24 @@ def run_key(task_name: str, spec: str, steps: int, seed: int, jit_compile: bool 
   kind, _, arg = spec.partition(":")
   version = weights_lib.load_weights(arg).sha256[:16] if kind != "adam" else arg
   return f"{task_name}|{kind}:{version}|{steps}|{seed}" + ("|xla" if jit_compile else "")
+
+
+def runs_of(evaluation: dict, jit_compile: bool = False) -> dict:
+  """The run cache (run_key -> curve) behind an earlier `evaluation.json`.
+
+  Its runs are reused as they are: a run is a deterministic function of its
+  key (task, optimizer and its weights' checksum, steps, seed, XLA).
+  """
+  steps, seed = evaluation["steps"], evaluation["seed"]
+  runs = {}
+  for task, curves in evaluation["results"].items():
+    for label, curve in curves.items():
+      runs[run_key(task, evaluation["optimizers"][label], steps, seed, jit_compile)] = curve
+  for label, curve in evaluation.get("stability_curves", {}).items():
+    # Stability runs on digits_mlp_32_relu; a complete run ends at its length.
+    runs[run_key("digits_mlp_32_relu", evaluation["optimizers"][label], curve["steps"][-1],
+                 seed, jit_compile)] = curve
+  return runs
 
 
 def evaluate(optimizers: dict, task_names, steps: int, horizon: int, seed: int, log=print,
@@ -182,6 +201,9 @@ def define_flags():
   flags.DEFINE_integer("long_steps", 10000,
                                      "Steps of the stability run on digits_mlp_32_relu.")
   flags.DEFINE_string("out_dir", None, "Where to write evaluation.{json,md,png}.")
+  flags.DEFINE_list("reuse", [],
+                    "evaluation.json files of earlier runs with the same --jit_compile "
+                    "setting: their runs are reused instead of repeated.")
   flags.DEFINE_bool("jit_compile", False,
                            "Compile each run with XLA (faster steps, a compile per run).")
 
@@ -204,6 +226,11 @@ def main(argv):
   if cache_path and os.path.exists(cache_path):
     with open(cache_path) as f:
       cache = json.load(f)
+  for path in flags.FLAGS.reuse:
+    with open(path) as f:
+      reused = runs_of(json.load(f), flags.FLAGS.jit_compile)
+    print(f"reusing {len(reused)} runs of {path}", flush=True)
+    cache = dict(reused, **cache)
 
   def save(runs):
     if cache_path:
