@@ -9,12 +9,12 @@ from mnemosyne_tf.core import network
 from tests import testing
 
 
-def normalized_momentum_reference(grads, momentum, step_size, beta2=0.999):
+def normalized_momentum_reference(grads, momentum, step_size, beta2=0.999, rms=True):
   """Independent NumPy normalized momentum (what hand_set_theta must equal).
 
   v_t = beta2 v + (1 - beta2) g^2;  n_t = g / (sqrt(v_t / (1 - beta2^t)) + 1e-8)
   m_t = momentum m + (1 - momentum) n_t;  m_hat = m_t / (1 - momentum^t)
-  update_t = -step_size * m_hat / rms(m_hat)
+  update_t = -step_size * m_hat / rms(m_hat)     (-step_size * m_hat if not rms)
   """
   v = np.zeros_like(grads[0], np.float64)
   m = np.zeros_like(grads[0], np.float64)
@@ -25,7 +25,7 @@ def normalized_momentum_reference(grads, momentum, step_size, beta2=0.999):
     n = g / (np.sqrt(v / (1 - beta2 ** t)) + 1e-8)
     m = momentum * m + (1 - momentum) * n
     m_hat = m / (1 - momentum ** t)
-    updates.append(-step_size * m_hat / np.sqrt(np.mean(m_hat ** 2)))
+    updates.append(-step_size * m_hat / (np.sqrt(np.mean(m_hat ** 2)) if rms else 1.0))
   return updates
 
 
@@ -49,6 +49,20 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     want = normalized_momentum_reference(grads, 0.9, 2e-3)
     for t, (got, ref) in enumerate(zip(updates, want)):
       self.assertAllClose(got, ref, rtol=2e-4, atol=1e-8, msg=f"step {t + 1}")
+
+  def test_hand_set_theta_without_output_normalization_is_adam_like(self):
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(output_normalization="none"))
+    grads = testing.random_gradients((5, 3), steps=25)
+    updates, _ = run(net, net.hand_set_theta(momentum=0.9, step_size=2e-3), grads)
+    want = normalized_momentum_reference(grads, 0.9, 2e-3, rms=False)
+    for t, (got, ref) in enumerate(zip(updates, want)):
+      self.assertAllClose(got, ref, rtol=2e-4, atol=1e-9, msg=f"step {t + 1}")
+    # Unlike the RMS-normalized rule, its steps shrink when the gradient's sign
+    # flips at random (pure noise): |m_hat| falls well below 1.
+    noise = [np.sign(np.random.RandomState(t).randn(5, 3)).astype(np.float32)
+             for t in range(200)]
+    updates, _ = run(net, net.hand_set_theta(momentum=0.9, step_size=2e-3), noise)
+    self.assertLess(float(tf.sqrt(tf.reduce_mean(tf.square(updates[-1])))), 0.6 * 2e-3)
 
   @parameterized.parameters(1, 2)
   def test_update_rms_is_bounded_for_extreme_gradients(self, num_layers):
@@ -150,7 +164,8 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(
       ("num_layers", 0), ("num_heads", -1), ("key_dim", 1.5), ("value_dim", True),
       ("num_features", 3), ("feature_kind", "relu"), ("beta2", 1.0),
-      ("preprocessing_k", 0.0), ("hidden_dim", "8"), ("magnitude_range", -1.0))
+      ("preprocessing_k", 0.0), ("hidden_dim", "8"), ("magnitude_range", -1.0),
+      ("output_normalization", "l2"))
   def test_invalid_config_raises(self, field, value):
     expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
     with self.assertRaisesRegex(ValueError, expected):

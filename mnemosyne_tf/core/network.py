@@ -42,6 +42,7 @@ Theta = learned_optimizer.Theta
 
 # theta entries that are fixed for the life of a state and never meta-trained.
 FIXED_SUFFIXES = ("/projection",)
+OUTPUT_NORMALIZATIONS = ("rms", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,11 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
     preprocessing_k: k of the log/sign preprocessing.
     projection_seed: seed of the fixed random-feature projection.
     magnitude_range: a, the bound of the learned per-tensor log step factor.
+    output_normalization: "rms": the direction is divided by its RMS over the
+      tensor at every step (Celo2's per-step normalization; the update's RMS is
+      exactly the learned step times the factor); "none": the direction is
+      used as it is (bounded, since the head's inputs are), so the update can
+      shrink as the gradients turn into noise, as Adam's m / sqrt(v) does.
   """
   num_layers: int = 1
   num_heads: int = 2
@@ -72,8 +78,12 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   preprocessing_k: float = 5.0
   projection_seed: int = 0
   magnitude_range: float = 2.0
+  output_normalization: str = "rms"
 
   def __post_init__(self):
+    if self.output_normalization not in OUTPUT_NORMALIZATIONS:
+      raise ValueError(f"CoordinateConfig.output_normalization must be one of "
+                       f"{OUTPUT_NORMALIZATIONS}, got {self.output_normalization!r}")
     for name in ("num_layers", "num_heads", "key_dim", "num_features",
                  "value_dim", "hidden_dim"):
       value = getattr(self, name)
@@ -103,17 +113,20 @@ class CoordinateState(NamedTuple):
 
 
 def normalized_update(direction, magnitude, log_step_size, magnitude_range, param,
-                      learning_rate, weight_decay):
+                      learning_rate, weight_decay, normalize=True):
   """The learned rules' shared output stage, flat [P] in and out:
 
       -lr * exp(log_step_size + a * tanh(mean(magnitude))) * direction / rms(direction)
       - lr * weight_decay * param
+
+  (without the division by rms(direction) if not `normalize`).
   """
-  rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
   log_factor = magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
   learning_rate = tf.cast(learning_rate, tf.float32)
-  update = (-learning_rate * tf.exp(log_step_size + log_factor)
-            * direction / tf.maximum(rms, 1e-12))
+  if normalize:
+    rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
+    direction = direction / tf.maximum(rms, 1e-12)
+  update = -learning_rate * tf.exp(log_step_size + log_factor) * direction
   return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
       tf.cast(param, tf.float32), [-1])
 
@@ -190,7 +203,8 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     of its value, set to the normalized gradient g / sqrt(v_hat); the head
     passes it through (relu(a) - relu(-a) = a), and the per-tensor RMS
     normalization makes the update
-        -step_size * m_hat / rms(m_hat),   m_hat = EMA(g / sqrt(v_hat)) / (1 - momentum^t).
+        -step_size * m_hat / rms(m_hat),   m_hat = EMA(g / sqrt(v_hat)) / (1 - momentum^t)
+    (with output_normalization "none": -step_size * m_hat, an Adam-like rule).
     Later layers (if any) are zero and unused.
     """
     c = self.config
@@ -275,5 +289,6 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     out = (tf.matmul(theta["head/w2"], hidden, transpose_a=True)
            + theta["head/b2"][:, None])  # [2, P]
     update = normalized_update(out[0], out[1], theta["log_step_size"], c.magnitude_range,
-                               param, learning_rate, weight_decay)
+                               param, learning_rate, weight_decay,
+                               normalize=c.output_normalization == "rms")
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams))

@@ -209,7 +209,8 @@ def initial_weights_theta(cfg: MetaTrainConfig) -> dict:
 
   def load(name, kind, config):
     loaded = weights_lib.load_weights(name)
-    if loaded.network != kind or loaded.config != config.to_dict():
+    if (loaded.network != kind
+        or rule.build_network(loaded.network, loaded.config).config != config):
       raise ValueError(f"weights {name!r} are for network {loaded.network!r} with config "
                        f"{loaded.config}, not {kind!r} with {config.to_dict()}")
     return loaded.theta
