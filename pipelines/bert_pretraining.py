@@ -120,6 +120,10 @@ def check_config(config: BertPretrainingConfig, logging_dir: str = "") -> None:
     problems.append("task.train_data.use_next_sentence_label needs a cls_head named "
                     "'next_sentence' in task.model.cls_heads")
   if config.text_data.corpus:
+    try:
+      text_data.parse_corpus_spec(config.text_data.corpus)
+    except ValueError as e:
+      problems.append(f"task.text_data.corpus: {e}")
     for name, data in (("train_data", train), ("validation_data", validation)):
       if data.input_path:
         problems.append(f"task.text_data.corpus is set, so task.{name}.input_path must "

@@ -443,6 +443,10 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
                     "data of any train_data/validation_data without input_path or "
                     "tfds_name, and the frozen model when frozen_model is empty")
   if offline.corpus:
+    try:
+      text_data.parse_corpus_spec(offline.corpus)
+    except ValueError as e:
+      problems.append(f"task.offline.corpus: {e}")
     if offline.task not in text_data.TEXT_TO_TEXT_TASKS:
       problems.append(f"task.offline.task must be one of "
                       f"{sorted(text_data.TEXT_TO_TEXT_TASKS)}, got {offline.task!r}")

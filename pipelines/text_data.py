@@ -130,7 +130,7 @@ def tfds_documents(name: str, split: str = "train", feature: str = "text",
     if not download:
       raise ValueError(
           f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; prepare "
-          "it there (needs the internet) or pass download=True")
+          "it there first (downloading needs the internet)")
     builder.download_and_prepare()
   dataset = builder.as_dataset(split=split)
   if max_documents:
@@ -140,22 +140,36 @@ def tfds_documents(name: str, split: str = "train", feature: str = "text",
   return [d for d in documents if d]
 
 
+def parse_corpus_spec(spec: str) -> Tuple[str, List[str]]:
+  """(kind, arguments) of a corpus spec: ("python_manual", []),
+  ("files", patterns) or ("tfds", [name, split, feature]).
+
+  Raises:
+    ValueError: not a corpus spec.
+  """
+  kind, _, rest = spec.partition(":")
+  if spec == "python_manual":
+    return kind, []
+  if kind == "files" and any(rest.split(",")):
+    return kind, [p for p in rest.split(",") if p]
+  if kind == "tfds" and rest and len(rest.split(":")) <= 3:
+    return kind, (rest.split(":") + ["train", "text"][len(rest.split(":")) - 1:])[:3]
+  raise ValueError(f"corpus must be 'python_manual', 'files:PATTERN[,...]' or "
+                   f"'tfds:NAME[:SPLIT[:FEATURE]]', got {spec!r}")
+
+
 def load_corpus(spec: str, tfds_data_dir: str = None) -> List[Document]:
   """The documents a corpus spec names (module docstring).
 
   Raises:
-    ValueError: an unknown spec, or a source that cannot be read.
+    ValueError: an invalid spec, or a source that cannot be read.
   """
-  kind, _, rest = spec.partition(":")
-  if spec == "python_manual":
+  kind, arguments = parse_corpus_spec(spec)
+  if kind == "python_manual":
     return python_manual_documents()
-  if kind == "files" and rest:
-    return read_text_files([p for p in rest.split(",") if p])
-  if kind == "tfds" and rest:
-    name, split, feature = (rest.split(":") + ["train", "text"])[:3]
-    return tfds_documents(name, split, feature, data_dir=tfds_data_dir)
-  raise ValueError(f"corpus must be 'python_manual', 'files:PATTERN[,...]' or "
-                   f"'tfds:NAME[:SPLIT[:FEATURE]]', got {spec!r}")
+  if kind == "files":
+    return read_text_files(arguments)
+  return tfds_documents(*arguments, data_dir=tfds_data_dir)
 
 
 def split_documents(documents: Sequence[Document], validation_fraction: float,
@@ -316,26 +330,48 @@ def corpus_fingerprint(documents: Sequence[Document]) -> str:
   return digest.hexdigest()
 
 
+def check_vocab(vocab: Sequence[str], vocab_size: int) -> None:
+  """Raises ValueError unless `vocab` fits BERT data: [PAD] first, the other
+  reserved tokens present, at most `vocab_size` tokens, no duplicates."""
+  if not vocab or vocab[0] != "[PAD]":
+    raise ValueError("the vocabulary's first token (id 0, official's padding) must be [PAD]")
+  missing = [t for t in RESERVED_TOKENS if t not in vocab]
+  if missing:
+    raise ValueError(f"the vocabulary lacks {missing}")
+  if len(set(vocab)) != len(vocab):
+    raise ValueError("the vocabulary has duplicate tokens")
+  if len(vocab) > vocab_size:
+    raise ValueError(f"the vocabulary has {len(vocab)} tokens, more than the model's "
+                     f"vocab_size {vocab_size}")
+
+
 def write_bert_pretraining_data(documents: Sequence[Document], output_dir: str,
-                                spec: BertDataSpec, source: str = "") -> dict:
+                                spec: BertDataSpec, source: str = "",
+                                vocab: Sequence[str] = None) -> dict:
   """Writes `vocab.txt`, `train.tfrecord`, `validation.tfrecord` and
   `metadata.json` (spec, source, corpus fingerprint, example counts) to
-  `output_dir`; returns the metadata. The vocabulary is learned from the
-  training documents only.
+  `output_dir`; returns the metadata. The vocabulary is `vocab` if given (e.g.
+  BERT's released one), else learned from the training documents only.
 
-  If `output_dir` already holds data made from the same documents and spec, it
-  is reused as it is (the output is a deterministic function of both).
+  If `output_dir` already holds data made from the same documents, vocabulary
+  and spec, it is reused as it is (the output is a deterministic function of
+  them).
   """
   spec.validate()
+  if vocab is not None:
+    check_vocab(vocab, spec.vocab_size)
   metadata = {"format": "mnemosyne_tf.bert_pretraining_data", "version": 1,
               "source": source, "corpus_sha256": corpus_fingerprint(documents),
+              "given_vocab_sha256": (None if vocab is None
+                                     else corpus_fingerprint([vocab])),
               "spec": dataclasses.asdict(spec)}
   existing = read_bert_metadata(output_dir)
   if existing and {k: existing.get(k) for k in metadata} == metadata:
     return existing
   train_docs, validation_docs = split_documents(documents, spec.validation_fraction,
                                                 spec.seed)
-  vocab = build_wordpiece_vocab(train_docs, spec.vocab_size, spec.lower_case)
+  if vocab is None:
+    vocab = build_wordpiece_vocab(train_docs, spec.vocab_size, spec.lower_case)
   tf.io.gfile.makedirs(output_dir)
   vocab_path = os.path.join(output_dir, VOCAB)
   write_vocab(vocab, vocab_path)
