@@ -71,6 +71,24 @@ class TensorWiseNetworkTest(tf.test.TestCase):
                            jit_compile=True)(state, grad)
     self.assertAllClose(eager[0], compiled[0], rtol=1e-4, atol=1e-8)
 
+  def test_grouped_head_equals_the_whole_tensor_at_once(self):
+    """The per-coordinate head in groups (as for huge tensors) gives the update
+    of a network whose one group holds the whole tensor."""
+    grouped = tensor_network.TensorWiseNetwork(
+        tensor_network.TensorConfig(chunk=4, group_chunks=5))  # groups of 20
+    whole = tensor_network.TensorWiseNetwork(
+        tensor_network.TensorConfig(chunk=4, group_chunks=1000))
+    theta = grouped.init_theta(seed=1)
+    for n in (20, 47, 100):  # one group; groups + a partial one; full groups only
+      param = tf.zeros([n])
+      grad = tf.random.stateless_normal([n], [n, 1])
+      a, _ = grouped.apply(theta, grouped.init_state(param), grad, param, 1)
+      b, _ = whole.apply(theta, whole.init_state(param), grad, param, 1)
+      self.assertAllClose(a, b, rtol=1e-5, atol=1e-9, msg=n)
+    columns = tf.reshape(tf.range(2 * 47, dtype=tf.float32), [2, 47])
+    self.assertAllEqual(tensor_network.map_column_groups(lambda t: 2.0 * t, columns, 20),
+                        2.0 * columns)
+
   def test_invalid_sizes_raise_value_error(self):
     for kwargs, message in (({"num_features": 3}, "num_features"),
                             ({"num_heads": 0}, "num_heads"),

@@ -11,7 +11,9 @@ Per step, for one tensor of N coordinates:
      [meta-token, CAM read-out], through a tanh layer, gives the tensor's
      compact representation e;
   5. every coordinate's update comes from e and its own token through a small
-     MLP, normalized per tensor as in the coordinate-wise network:
+     MLP (in groups of group_chunks * chunk coordinates, so its hidden layer
+     never needs memory for the whole tensor), normalized per tensor as in the
+     coordinate-wise network:
 
     update = -lr * exp(log_step_size) * exp(a * tanh(mean(s))) * d / rms(d) - lr * wd * param
 
@@ -71,6 +73,31 @@ class TensorConfig(learned_optimizer.ConfigDict):
                          max_tokens=self.max_tokens, num_features=self.hpe_features,
                          group_chunks=self.group_chunks,
                          projection_seed=self.projection_seed + 1)
+
+
+def map_column_groups(fn, x: tf.Tensor, group: int) -> tf.Tensor:
+  """fn over groups of `group` columns of x [C, N], concatenated: fn(x) computed
+  with working memory for one group (fn maps [C, n] -> [C', n] column by column).
+
+  Full groups are sliced from x inside a while loop; the last, partial group
+  is computed on its own (no padded copy of x).
+  """
+  channels, n = x.shape
+  if n <= group:
+    return fn(x)
+  full, rest = divmod(n, group)
+  first = fn(x[:, :group])  # [C', group]: gives the output's rows and dtype
+
+  def body(i, out):
+    return i + 1, out.write(i, fn(tf.slice(x, [0, i * group], [channels, group])))
+
+  out = tf.TensorArray(first.dtype, size=full, element_shape=first.shape).write(0, first)
+  _, out = tf.while_loop(lambda i, _: i < full, body, (tf.constant(1), out))
+  rows = first.shape[0]
+  parts = [tf.reshape(tf.transpose(out.stack(), [1, 0, 2]), [rows, full * group])]
+  if rest:
+    parts.append(fn(x[:, full * group:]))
+  return tf.concat(parts, axis=1)
 
 
 class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
@@ -151,10 +178,14 @@ class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     tokens = tf.concat([meta, tf.reshape(readout, [c.value_dim * c.num_heads, -1])], 0)
     pooled = tf.reduce_sum(tokens * mask, axis=1) / tf.maximum(tf.reduce_sum(mask), 1.0)
     e = tf.tanh(tf.linalg.matvec(theta["spe/w"], pooled, transpose_a=True) + theta["spe/b"])
-    hidden = tf.nn.relu(tf.linalg.matvec(theta["head/w1e"], e, transpose_a=True)[:, None]
-                        + tf.matmul(theta["head/w1x"], x, transpose_a=True)
-                        + theta["head/b1"][:, None])  # [hidden, N]
-    out = tf.matmul(theta["head/w2"], hidden, transpose_a=True) + theta["head/b2"][:, None]
+    tensor_bias = tf.linalg.matvec(theta["head/w1e"], e, transpose_a=True) + theta["head/b1"]
+
+    def head(tokens):  # [TOKEN_DIM, n] -> [2, n]
+      hidden = tf.nn.relu(tf.matmul(theta["head/w1x"], tokens, transpose_a=True)
+                          + tensor_bias[:, None])  # [hidden, n]
+      return tf.matmul(theta["head/w2"], hidden, transpose_a=True) + theta["head/b2"][:, None]
+
+    out = map_column_groups(head, x, c.group_chunks * c.chunk)  # [2, N]
     update = network.normalized_update(out[0], out[1], theta["log_step_size"],
                                        c.magnitude_range, param, learning_rate, weight_decay)
     return tf.reshape(update, shape), memory
