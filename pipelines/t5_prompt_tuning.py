@@ -282,15 +282,21 @@ def sequence_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 def _fitting_pairs(pairs, tokenizer, input_length: int, target_length: int):
   """The pairs whose inputs and targets fit their lengths with EOS (no truncation)."""
-  if not pairs:
-    return []
-  lengths = [tokenizer.tokenize([p[i] for p in pairs]).row_lengths().numpy()
-             for i in (0, 1)]
+  lengths = [tokenizer.tokenize(tf.constant([p[i] for p in pairs], tf.string))
+             .row_lengths().numpy() for i in (0, 1)]
   return [p for p, a, b in zip(pairs, *lengths)
           if a < input_length and b < target_length]
 
 
-def _parse_example(tokenizer, params: TextToTextDataConfig, example: dict) -> dict:
+def _nonempty(pairs, what: str):
+  """`pairs`, or ValueError saying that none of `what` fits."""
+  if not pairs:
+    raise ValueError(f"{EXPERIMENT}: no {what} example fits input_length/target_length "
+                     "(raise them or lower task.offline.words)")
+  return pairs
+
+
+def parse_example(tokenizer, params: TextToTextDataConfig, example: dict) -> dict:
   """One example's strings (an integer target through `label_names`) ->
   `model_inputs` ids ([Li], [Lt])."""
   target = example[params.target_feature]
@@ -395,15 +401,17 @@ def prepare_offline(config: T5PromptTuningConfig, output_dir: str) -> dict:
   lengths = (config.train_data.input_length, config.train_data.target_length)
   metadata["examples"] = {}
   for name, docs in (("train", train_docs), ("validation", eval_docs)):
-    pairs = _fitting_pairs(text_data.text_to_text_pairs(docs, offline.task, offline.words),
-                           tokenizer, *lengths)
+    pairs = _nonempty(_fitting_pairs(
+        text_data.text_to_text_pairs(docs, offline.task, offline.words), tokenizer,
+        *lengths), f"{name} {offline.task}")
     metadata[name] = os.path.join(output_dir, f"{name}.tfrecord")
     text_data.write_text_pairs(pairs, metadata[name])
     metadata["examples"][name] = len(pairs)
   if pretrain:
-    mixtures = [[pair for task in offline.pretrain_tasks for pair in _fitting_pairs(
+    mixtures = [_nonempty([pair for task in offline.pretrain_tasks for pair in _fitting_pairs(
         text_data.text_to_text_pairs(docs, task, offline.words, prefix=f"{task}: "),
-        tokenizer, *lengths)] for docs in (train_docs, eval_docs)]
+        tokenizer, *lengths)], f"{split} pre-training") for split, docs in (
+            ("train", train_docs), ("validation", eval_docs))]
     transformer, metadata["pretraining"] = _pretrain(config, tokenizer, *mixtures)
     prefix = os.path.join(output_dir, "frozen", "t5")
     metadata["checkpoint"] = tf.train.Checkpoint(
@@ -420,8 +428,8 @@ def _has_input(data: TextToTextDataConfig) -> bool:
 
 
 def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
-  """Raises ValueError listing every problem of `config` (nothing is read or
-  written but the existence of input files and checkpoints)."""
+  """Raises ValueError listing every problem of `config` (nothing is written;
+  only input paths, checkpoints and a given SentencePiece model are read)."""
   problems = []
   frozen, offline, prompt = config.frozen_model, config.offline, config.prompt
   if bool(frozen.checkpoint) != bool(frozen.sentencepiece_model):
@@ -433,9 +441,17 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
       checkpoint_prefix(frozen.checkpoint)
     except ValueError as e:
       problems.append(f"task.frozen_model.checkpoint: {e}")
-  if frozen.sentencepiece_model and not tf.io.gfile.exists(frozen.sentencepiece_model):
-    problems.append("task.frozen_model.sentencepiece_model: no file "
-                    f"{frozen.sentencepiece_model!r}")
+  if frozen.sentencepiece_model:
+    if not tf.io.gfile.exists(frozen.sentencepiece_model):
+      problems.append("task.frozen_model.sentencepiece_model: no file "
+                      f"{frozen.sentencepiece_model!r}")
+    else:
+      pieces = int(text_data.sentencepiece_tokenizer(
+          text_data.read_bytes(frozen.sentencepiece_model)).vocab_size())
+      if pieces > config.model.vocab_size:
+        problems.append(f"task.frozen_model.sentencepiece_model: the SentencePiece model "
+                        f"has {pieces} pieces, more than task.model.vocab_size "
+                        f"({config.model.vocab_size})")
   needs_offline = not frozen.checkpoint or not all(
       _has_input(d) for d in (config.train_data, config.validation_data))
   if needs_offline and not offline.corpus:
@@ -505,10 +521,6 @@ class T5PromptTuningTask(base_task.Task):
     self._sentencepiece = text_data.read_bytes(
         params.frozen_model.sentencepiece_model
         or self.offline_metadata["sentencepiece_model"])
-    pieces = int(text_data.sentencepiece_tokenizer(self._sentencepiece).vocab_size())
-    if pieces > params.model.vocab_size:
-      raise ValueError(f"{EXPERIMENT}: the SentencePiece model has {pieces} pieces, "
-                       f"more than task.model.vocab_size ({params.model.vocab_size})")
 
   @property
   def frozen_checkpoint(self) -> str:
@@ -533,7 +545,7 @@ class T5PromptTuningTask(base_task.Task):
     tokenizer = text_data.sentencepiece_tokenizer(self._sentencepiece)
     reader = input_reader.InputReader(
         params=params, dataset_fn=tf.data.TFRecordDataset, decoder_fn=decoder,
-        parser_fn=functools.partial(_parse_example, tokenizer, params))
+        parser_fn=functools.partial(parse_example, tokenizer, params))
     return reader.read(input_context=input_context)
 
   def build_losses(self, labels, model_outputs, aux_losses=None) -> tf.Tensor:
