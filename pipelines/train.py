@@ -109,6 +109,12 @@ def check_run(params, mode: str, model_dir: str) -> None:
   if "eval" in mode and params.trainer.validation_steps == 0:
     raise ValueError("trainer.validation_steps is 0: nothing to evaluate (-1: the whole set)")
   strategy_lib.choose(params.runtime.distribution_strategy, params.runtime.tpu)
+
+
+def check_optimizer(params) -> None:
+  """ValueError if official's factory cannot build the configured optimizer (a
+  Mnemosyne optimizer checks its weights file). Builds one: TensorFlow starts, so
+  this comes after the strategy (MultiWorkerMirroredStrategy must come first)."""
   factory = optimization.OptimizerFactory(params.trainer.optimizer_config)
   try:
     factory.build_optimizer(factory.build_learning_rate())
@@ -124,6 +130,7 @@ def prepare(experiment, mode, model_dir, config_files=None, params_override=None
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
   name, strategy = strategy_lib.resolve(params.runtime.distribution_strategy,
                                         params.runtime.tpu)
+  check_optimizer(params)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
   return params, name, strategy, task

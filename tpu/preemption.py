@@ -84,7 +84,8 @@ class SaveAndExitOnSigterm:
     del output
     if not self._requested:
       return
-    path = self._checkpoint_manager.save(checkpoint_number=self._global_step)
+    path = self._checkpoint_manager.save(checkpoint_number=self._global_step,
+                                         check_interval=False)
     logging.warning("SIGTERM: saved %s at step %d; exiting with status %d.",
                     path, int(self._global_step.numpy()), SIGTERM_EXIT_CODE)
     raise SystemExit(SIGTERM_EXIT_CODE)
