@@ -452,12 +452,15 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
         problems.append(f"task.frozen_model.sentencepiece_model: the SentencePiece model "
                         f"has {pieces} pieces, more than task.model.vocab_size "
                         f"({config.model.vocab_size})")
-  needs_offline = not frozen.checkpoint or not all(
-      _has_input(d) for d in (config.train_data, config.validation_data))
-  if needs_offline and not offline.corpus:
-    problems.append("set task.offline.corpus (e.g. python_manual): it provides the "
-                    "data of any train_data/validation_data without input_path or "
-                    "tfds_name, and the frozen model when frozen_model is empty")
+  if not offline.corpus:
+    if not frozen.checkpoint and not frozen.sentencepiece_model:
+      problems.append("task.frozen_model is empty: give its checkpoint and "
+                      "sentencepiece_model, or set task.offline.corpus (e.g. "
+                      "python_manual) to pre-train a demo frozen model")
+    for name in ("train_data", "validation_data"):
+      if not _has_input(getattr(config, name)):
+        problems.append(f"task.{name} has no input_path or tfds_name: set one, or "
+                        "task.offline.corpus for the offline task")
   if offline.corpus:
     try:
       text_data.parse_corpus_spec(offline.corpus)
@@ -490,6 +493,12 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
                if p and not tf.io.gfile.glob(p)]
     if missing:
       problems.append(f"task.{name}.input_path: no file matches {missing}")
+    if data.tfds_name and not data.input_path:
+      try:
+        text_data.tfds_builder(data.tfds_name, data.tfds_data_dir,
+                               [data.input_feature, data.target_feature])
+      except ValueError as e:
+        problems.append(f"task.{name}.tfds_name: {e}")
   if (config.train_data.input_length, config.train_data.target_length) != (
       config.validation_data.input_length, config.validation_data.target_length):
     problems.append("task.train_data and task.validation_data must have the same "

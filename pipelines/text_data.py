@@ -108,6 +108,30 @@ def read_text_files(patterns: Sequence[str]) -> List[Document]:
   return [d for d in documents if d]
 
 
+def tfds_builder(name: str, data_dir: str = None, features: Sequence[str] = (),
+                 need_prepared: bool = True):
+  """The TFDS builder of `name`, checked: it has `features` and (if
+  `need_prepared`) its data is prepared in `data_dir`.
+
+  Raises:
+    ValueError: the name is unknown, a feature is missing, or the data is not
+      prepared.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except Exception as e:  # tfds raises several types for an unknown name
+    raise ValueError(f"unknown TFDS dataset {name!r}: {e}") from e
+  missing = [f for f in features if f not in builder.info.features]
+  if missing:
+    raise ValueError(f"TFDS dataset {name!r} has no feature {missing}; it has "
+                     f"{sorted(builder.info.features)}")
+  if need_prepared and not builder.is_prepared():
+    raise ValueError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; "
+                     "prepare it there first (downloading needs the internet)")
+  return builder
+
+
 def tfds_documents(name: str, split: str = "train", feature: str = "text",
                    data_dir: str = None, download: bool = False,
                    max_documents: int = None) -> List[Document]:
@@ -119,18 +143,8 @@ def tfds_documents(name: str, split: str = "train", feature: str = "text",
       or has no string feature `feature`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # tfds raises several types for an unknown name
-    raise ValueError(f"unknown TFDS dataset {name!r}: {e}") from e
-  if feature not in builder.info.features:
-    raise ValueError(f"TFDS dataset {name!r} has no feature {feature!r}; it has "
-                     f"{sorted(builder.info.features)}")
+  builder = tfds_builder(name, data_dir, features=[feature], need_prepared=not download)
   if not builder.is_prepared():
-    if not download:
-      raise ValueError(
-          f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; prepare "
-          "it there first (downloading needs the internet)")
     builder.download_and_prepare()
   dataset = builder.as_dataset(split=split)
   if max_documents:

@@ -115,6 +115,16 @@ class BertPretrainingTest(tf.test.TestCase, parameterized.TestCase):
                                       tf_keras.optimizers.legacy.Adam))
     self.assertAllClose(float(optimizer.learning_rate), 1e-3)
 
+  def test_paper_scale_config(self):
+    params = train.parse_config(bert_pretraining.EXPERIMENT, [os.path.join(
+        text_testing.ROOT, "configs", "experiments", "bert_base_pretraining.yaml")])
+    bert = params.task.model.encoder.bert
+    self.assertEqual((bert.num_layers, bert.hidden_size, bert.num_attention_heads,
+                      bert.intermediate_size, bert.vocab_size), (12, 768, 12, 3072, 30522))
+    self.assertEqual(params.trainer.optimizer_config.optimizer.mnemosyne.mode, "tensor")
+    with self.assertRaisesRegex(ValueError, "set task.train_data.input_path"):
+      bert_pretraining.check_config(params.task, self.dir)
+
   @parameterized.named_parameters(
       ("missing_records", dict(**{"task.text_data.corpus": "",
                                   "task.train_data.input_path": "/no/such/*.tfrecord"}),

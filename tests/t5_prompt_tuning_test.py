@@ -175,6 +175,17 @@ class T5PromptTuningTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "T5 checkpoint .* does not fit task.model"):
       task.build_model()
 
+  def test_paper_scale_config(self):
+    params = train.parse_config(t5p.EXPERIMENT, [os.path.join(
+        text_testing.ROOT, "configs", "experiments", "t5_xxl_prompt_tuning.yaml")])
+    model = params.task.model
+    self.assertEqual((model.num_layers, model.d_model, model.num_heads, model.d_kv,
+                      model.d_ff, model.vocab_size), (24, 4096, 64, 64, 10240, 32128))
+    self.assertEqual(params.task.prompt.length, 100)
+    self.assertEqual(params.trainer.optimizer_config.optimizer.mnemosyne.mode, "coordinate")
+    with self.assertRaisesRegex(ValueError, "task.frozen_model is empty"):
+      t5p.check_config(params.task, self.dir)
+
   @parameterized.named_parameters(
       ("missing_checkpoint", {"task.frozen_model.checkpoint": "/no/ckpt"},
        "task.frozen_model.checkpoint: no T5 checkpoint at '/no/ckpt'"),
@@ -182,7 +193,17 @@ class T5PromptTuningTest(tf.test.TestCase, parameterized.TestCase):
        "task.frozen_model.sentencepiece_model: no file '/no/spm.model'"),
       ("checkpoint_alone", {"task.frozen_model.sentencepiece_model": ""},
        "checkpoint and task.frozen_model.sentencepiece_model go together"),
-      ("no_text", {"task.offline.corpus": ""}, "set task.offline.corpus"),
+      ("no_text", {"task.offline.corpus": ""},
+       "task.train_data has no input_path or tfds_name: set one, or task.offline.corpus"),
+      ("no_frozen_model_no_text", {"task.offline.corpus": "",
+                                   "task.frozen_model.checkpoint": "",
+                                   "task.frozen_model.sentencepiece_model": ""},
+       "task.frozen_model is empty"),
+      ("tfds_not_prepared", {"task.train_data.tfds_name": "glue/sst2",
+                             "task.train_data.tfds_data_dir": "/no/tfds",
+                             "task.train_data.input_feature": "sentence",
+                             "task.train_data.target_feature": "label"},
+       "task.train_data.tfds_name: TFDS dataset 'glue/sst2' is not prepared in '/no/tfds"),
       ("bad_corpus", {"task.offline.corpus": "books"},
        "task.offline.corpus: corpus must be 'python_manual'"),
       ("unknown_task", {"task.offline.task": "sort_words"},
