@@ -34,6 +34,7 @@ prompt that selects the task.
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import time
@@ -124,6 +125,7 @@ class OfflineConfig(hyperparams.Config):
     validation_fraction: share of documents held out for validation.
     seed: seed of the document split, the pre-training init and batches.
     output_dir: where prepared files go; "" = `<model_dir>/offline_t5`.
+    tfds_data_dir: TFDS data directory for a "tfds:" corpus ("" = TFDS default).
     pretrain_tasks: the demo model's tasks, each announced by "<task>: ".
     pretrain_steps, pretrain_batch_size, pretrain_learning_rate: its Adam run.
   """
@@ -133,6 +135,7 @@ class OfflineConfig(hyperparams.Config):
   validation_fraction: float = 0.1
   seed: int = 0
   output_dir: str = ""
+  tfds_data_dir: str = ""
   pretrain_tasks: List[str] = dataclasses.field(
       default_factory=lambda: ["copy", "reverse_words"])
   pretrain_steps: int = 300
@@ -328,13 +331,10 @@ def _pretrain(config: T5PromptTuningConfig, tokenizer, train_pairs, eval_pairs):
 
   strategy = tf.distribute.get_strategy()
 
-  def forward(batch):
-    logits = transformer(**batch, training=True)["logits"]
-    return sequence_loss(batch["decoder_target_tokens"], logits), logits
-
   def replica_step(batch):
     with tf.GradientTape() as tape:
-      loss, _ = forward(batch)
+      logits = transformer(**batch, training=True)["logits"]
+      loss = sequence_loss(batch["decoder_target_tokens"], logits)
       scaled = loss / strategy.num_replicas_in_sync
     gradients = tape.gradient(scaled, variables)
     optimizer.apply_gradients(zip(gradients, variables))
@@ -350,22 +350,31 @@ def _pretrain(config: T5PromptTuningConfig, tokenizer, train_pairs, eval_pairs):
   for _ in range(offline.pretrain_steps):
     index = rng.randint(0, count, offline.pretrain_batch_size)
     losses.append(float(step({k: tf.gather(v, index) for k, v in train.items()})))
-  eval_loss, logits = forward(evaluation)
-  targets = evaluation["decoder_target_tokens"]
-  hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == targets, tf.float32)
-  weights = tf.cast(targets != PAD_ID, tf.float32)
+  sums = np.zeros(3)  # cross-entropy, right tokens, tokens
+  for first in range(0, len(eval_pairs), 256):
+    batch = {k: v[first:first + 256] for k, v in evaluation.items()}
+    logits = transformer(**batch, training=False)["logits"]  # [B, Lt, V]
+    targets = batch["decoder_target_tokens"]
+    weights = tf.cast(targets != PAD_ID, tf.float32)
+    tokens = tf.reduce_sum(weights)
+    hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == targets, tf.float32)
+    sums += [float(sequence_loss(targets, logits) * tokens),
+             float(tf.reduce_sum(hits * weights)), float(tokens)]
   record = {
       "steps": offline.pretrain_steps, "seconds": round(time.time() - start, 1),
       "train_loss_first_last": [losses[0], float(np.mean(losses[-10:]))],
-      "eval_loss": float(eval_loss), "eval_examples": len(eval_pairs),
-      "eval_token_accuracy": float(tf.reduce_sum(hits * weights) / tf.reduce_sum(weights))}
+      "eval_examples": len(eval_pairs), "eval_loss": sums[0] / sums[2],
+      "eval_token_accuracy": sums[1] / sums[2]}
   return transformer, record
 
 
 def _offline_metadata(config: T5PromptTuningConfig, fingerprint: str) -> dict:
   """What the prepared offline files are a function of."""
+  given = config.frozen_model.sentencepiece_model
   return {"format": "mnemosyne_tf.t5_offline", "version": 1,
           "corpus_sha256": fingerprint,
+          "given_sentencepiece_sha256": (
+              hashlib.sha256(text_data.read_bytes(given)).hexdigest() if given else None),
           "offline": {k: v for k, v in config.offline.as_dict().items()
                       if k != "output_dir"},
           "model": config.model.as_dict(),
@@ -380,7 +389,7 @@ def prepare_offline(config: T5PromptTuningConfig, output_dir: str) -> dict:
   pre-trained frozen model (frozen/); returns metadata.json's content with
   the paths. Reused as is when it exists for the same text and settings."""
   offline = config.offline
-  documents = text_data.load_corpus(offline.corpus)
+  documents = text_data.load_corpus(offline.corpus, offline.tfds_data_dir or None)
   metadata = _offline_metadata(config, text_data.corpus_fingerprint(documents))
   path = os.path.join(output_dir, "metadata.json")
   if tf.io.gfile.exists(path):
