@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BAZEL_FLAGS := --python_path=$(CURDIR)/$(PY)
 
 .PHONY: setup demo test pytest bazel-test bazel-setup bench-quick bench bench-overhead \
-        hand-set-weights clean
+        hand-set-weights smoke-pipelines clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,28 @@ bench-overhead: setup
 # Regenerates the shipped hand-set weights (tests check the file matches).
 hand-set-weights: setup
 	$(PY) -m mnemosyne_tf.weights.make_hand_set
+
+# Every pipeline experiment's tiny config for a few steps on CPU, training then
+# evaluation (ViT fine-tuning starts from a short pre-training run). Output in
+# runs/smoke; a few minutes in all.
+SMOKE_DIR := runs/smoke
+SMOKE_STEPS := 20
+SMOKE_OVERRIDE := trainer.train_steps=$(SMOKE_STEPS),trainer.steps_per_loop=10,trainer.summary_interval=10,trainer.checkpoint_interval=$(SMOKE_STEPS),trainer.validation_interval=$(SMOKE_STEPS)
+PIPELINES := bert_pretraining t5_prompt_tuning vit_finetuning
+
+smoke-pipelines: setup
+	rm -rf $(SMOKE_DIR)
+	$(PY) -m pipelines.train --experiment=mnemosyne/vit_finetuning --mode=train \
+	  --config_file=configs/experiments/vit_finetuning_tiny_pretrain.yaml \
+	  --params_override=$(SMOKE_OVERRIDE) --model_dir=$(SMOKE_DIR)/vit_pretrain
+	set -e; for exp in $(PIPELINES); do \
+	  extra=""; [ $$exp != vit_finetuning ] || extra=",task.init_checkpoint=$(SMOKE_DIR)/vit_pretrain"; \
+	  echo "== smoke: mnemosyne/$$exp"; \
+	  $(PY) -m pipelines.train --experiment=mnemosyne/$$exp --mode=train_and_eval \
+	    --config_file=configs/experiments/$${exp}_tiny.yaml \
+	    --params_override=$(SMOKE_OVERRIDE)$$extra --model_dir=$(SMOKE_DIR)/$$exp; \
+	done
+	@echo "== smoke-pipelines: every experiment trained and evaluated ($(SMOKE_DIR))"
 
 clean:
 	-bazel clean 2>/dev/null
