@@ -16,6 +16,7 @@ crash or preemption resumes from the latest checkpoint in model_dir, at the
 step and input position where it was saved.
 """
 
+import os
 import sys
 
 from absl import app
@@ -108,7 +109,8 @@ def check_run(params, mode: str, model_dir: str) -> None:
     raise ValueError(f"trainer.train_steps must be positive, got {params.trainer.train_steps}")
   if "eval" in mode and params.trainer.validation_steps == 0:
     raise ValueError("trainer.validation_steps is 0: nothing to evaluate (-1: the whole set)")
-  strategy_lib.choose(params.runtime.distribution_strategy, params.runtime.tpu)
+  strategy_lib.choose(params.runtime.distribution_strategy, params.runtime.tpu,
+                      os.environ.get("TF_CONFIG"))
 
 
 def check_optimizer(params) -> None:
