@@ -103,16 +103,16 @@ def plot(runs: Dict[str, dict], title: str, path: str) -> None:
     steps, losses = zip(*run["training_loss"])
     final = run["validation"]
     suffix = ", ".join(f"{k} {v:.3g}" for k, v in sorted(final.items()))
-    ax.plot(steps, losses, label=f"{label} (eval: {suffix})",
+    ax.plot(steps, losses, label=f"{label}\neval: {suffix}",
             linewidth=2.2 if label.startswith("mnemosyne") else 1.4)
   ax.set_yscale("log")
   ax.set_xlabel("step")
   ax.set_ylabel("training loss (mean over each logging interval)")
   ax.set_title(title, fontsize=10)
-  ax.legend(fontsize=8)
+  # Below the axes: the labels carry every evaluation metric and can be long.
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.13))
   ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
 
 
