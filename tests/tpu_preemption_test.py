@@ -38,8 +38,8 @@ class SigtermTest(tf.test.TestCase):
 
   def setUp(self):
     super().setUp()
-    previous = signal.getsignal(signal.SIGTERM)
-    self.addCleanup(signal.signal, signal.SIGTERM, previous)
+    self.previous_handler = signal.getsignal(signal.SIGTERM)
+    self.addCleanup(signal.signal, signal.SIGTERM, self.previous_handler)
 
   def _prepare(self, model_dir, steps):
     # Checkpoints only at the end: a checkpoint at step 10 is SIGTERM's.
@@ -64,6 +64,7 @@ class SigtermTest(tf.test.TestCase):
     with self.assertRaises(SystemExit) as exited:
       runner.run()
     self.assertEqual(exited.exception.code, 128 + signal.SIGTERM)
+    self.assertIs(signal.getsignal(signal.SIGTERM), self.previous_handler)
     self.assertEqual(pt.step_of(tf.train.latest_checkpoint(model_dir)), 10)
 
     params, strategy, task = self._prepare(model_dir, 30)

@@ -12,7 +12,7 @@ exact:
   shuffle seed) the resumed run sees the same batches as an uninterrupted one:
   no step is lost or repeated.
 * `SaveAndExitOnSigterm`: a preempted VM gets SIGTERM before it is stopped.
-  After the current training loop (`trainer.steps_per_loop` steps) the action
+  While a run trains (in the main thread), after the current training loop (`trainer.steps_per_loop` steps) the action
   saves a checkpoint at the current step and exits with status 143 (128 +
   SIGTERM). Runs whose strategy has a cluster resolver (TPU, multi-worker) use
   official's own on-demand preemption checkpoint
@@ -23,6 +23,7 @@ exact:
 
 import functools
 import signal
+import threading
 
 from absl import logging
 import orbit
@@ -74,7 +75,11 @@ class SaveAndExitOnSigterm:
     self._checkpoint_manager = checkpoint_manager
     self._global_step = global_step
     self._requested = False
-    signal.signal(signal.SIGTERM, self._request)
+    self._previous = signal.signal(signal.SIGTERM, self._request)
+
+  def uninstall(self) -> None:
+    """Gives SIGTERM back its previous handler (training is over)."""
+    signal.signal(signal.SIGTERM, self._previous)
 
   def _request(self, signum, frame):
     del signum, frame
@@ -105,7 +110,18 @@ class PreemptibleExperimentRunner(train_lib.OrbitExperimentRunner):
     train_actions = list(train_actions or [])
     official_handles_preemption = (self.params.trainer.preemption_on_demand_checkpoint
                                    and self.strategy.cluster_resolver)
-    if trainer is not None and not official_handles_preemption:
-      train_actions.append(SaveAndExitOnSigterm(self.checkpoint_manager, trainer.global_step))
+    self._on_sigterm = None
+    if (trainer is not None and not official_handles_preemption
+        and threading.current_thread() is threading.main_thread()):
+      self._on_sigterm = SaveAndExitOnSigterm(self.checkpoint_manager, trainer.global_step)
+      train_actions.append(self._on_sigterm)
     return super()._build_controller(trainer, evaluator, train_actions=train_actions,
                                      **kwargs)
+
+  def run(self):
+    """official's run; SIGTERM gets its previous handler back afterwards."""
+    try:
+      return super().run()
+    finally:
+      if self._on_sigterm is not None:
+        self._on_sigterm.uninstall()
