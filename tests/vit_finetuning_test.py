@@ -118,6 +118,13 @@ class TrainingTest(tf.test.TestCase):
     self.assertGreater(validation["accuracy"][0][1], 0.4)  # chance: 0.2
     self.assertTrue(np.isfinite(validation["validation_loss"][0][1]))
 
+    # --mode=eval evaluates the latest checkpoint again and writes no checkpoint.
+    checkpoints = sorted(os.listdir(model_dir))
+    _run(model_dir, "eval", **{"task.init_checkpoint": self.pretrained})
+    self.assertEqual(sorted(os.listdir(model_dir)), checkpoints)
+    again = figures.read_scalars(os.path.join(model_dir, "validation"))["accuracy"]
+    self.assertEqual(again[-1], validation["accuracy"][0])
+
   def test_mirrored_on_two_logical_cpus_trains_like_one_device(self):
     if testing.use_logical_cpus(2) < 2:
       self.skipTest("needs two logical CPUs")
