@@ -4,6 +4,8 @@ text-to-text pairs, determinism and clear errors."""
 
 import os
 import re
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import parameterized
@@ -187,6 +189,34 @@ class TextTest(tf.test.TestCase):
     read = [(e["inputs"].numpy().decode(), e["targets"].numpy().decode()) for e in
             tf.data.TFRecordDataset(path).map(lambda r: tf.io.parse_single_example(r, spec))]
     self.assertEqual(read, [("x y", "y x"), ("é", "é")])
+
+
+class PrepareTextCommandTest(tf.test.TestCase):
+  """python -m pipelines.prepare_text: a bad corpus fails before writing; a
+  SentencePiece model equals the library's for the same text."""
+
+  def _run(self, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.prepare_text", *flags], cwd=text_testing.ROOT,
+        env=dict(os.environ, PYTHONPATH=text_testing.ROOT, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True, text=True, check=False)
+
+  def test_command(self):
+    directory = self.create_tempdir().full_path
+    missing = os.path.join(directory, "missing")
+    out = self._run("--kind=bert", "--input_file=/no/such/*.txt", f"--output_dir={missing}")
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("pipelines.prepare_text: error: no text file matches '/no/such/*.txt'",
+                  out.stderr)
+    self.assertFalse(os.path.exists(missing))
+
+    corpus = text_testing.small_corpus(directory, topics=6)
+    out = self._run("--kind=sentencepiece", f"--corpus={corpus}", "--vocab_size=150",
+                    f"--output_dir={directory}")
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(directory, "spm.model"), "rb") as f:
+      self.assertEqual(f.read(), text_data.train_sentencepiece(
+          text_data.load_corpus(corpus), 150))
 
 
 class SentencePieceTest(tf.test.TestCase):
