@@ -42,10 +42,35 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("max_horizon_multiple", {"horizon": 200, "unroll": 20, "max_horizon": 210},
        "max_horizon"),
       ("loss_floor", {"meta_loss_floor": -1e-3}, "meta_loss_floor must be a float >= 0"),
-      ("unknown_field", {"learning_rate": 0.1}, "unknown fields"))
+      ("unknown_field", {"learning_rate": 0.1}, "unknown fields"),
+      ("weights_without_file", {"init": "weights"}, "init_weights is needed"),
+      ("file_without_weights_init", {"init_weights": "coordinate_v2"}, "init_weights is needed"),
+      ("weights_of_other_network", {"init": "weights", "init_weights": "lstm_v1"},
+       "are for network 'lstm', not 'coordinate'"),
+      ("theta_does_not_fit", {"init": "weights", "init_weights": "coordinate_v2",
+                              "network_config": {"num_heads": 3}}, "theta"),
+      ("mapping_for_coordinate", {"init": "weights",
+                                  "init_weights": {"coordinate": "coordinate_v2"}},
+       "mapping of init_weights is for network 'super'"),
+      ("mapping_keys", {"network": "super", "init": "weights",
+                        "init_weights": {"coordinate": "coordinate_v2"}}, "exactly the keys"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)
+
+  def test_init_from_weights_starts_from_their_theta(self):
+    from mnemosyne_tf import weights as weights_lib
+    cfg = config_lib.MetaTrainConfig.from_dict({
+        "network": "super", "init": "weights",
+        "network_config": {"coordinate": {"gradient_eps": 1e-7}},  # fits: not theta
+        "init_weights": {"coordinate": "coordinate_v2", "tensor": "tensor_v1"}})
+    theta = config_lib.initial_weights_theta(cfg)
+    for part in ("coordinate", "tensor"):
+      source = weights_lib.load_weights(f"{part}_v2" if part == "coordinate" else "tensor_v1")
+      for name, value in source.theta.items():
+        self.assertAllEqual(theta[f"{part}/{name}"], value)
+    self.assertLen(theta, sum(len(weights_lib.load_weights(n).theta)
+                              for n in ("coordinate_v2", "tensor_v1")))
 
   def test_all_problems_are_reported_at_once(self):
     with self.assertRaises(ValueError) as caught:

@@ -64,6 +64,27 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     updates, _ = run(net, net.hand_set_theta(momentum=0.9, step_size=2e-3), noise)
     self.assertLess(float(tf.sqrt(tf.reduce_mean(tf.square(updates[-1])))), 0.6 * 2e-3)
 
+  @parameterized.parameters("rms", "none")
+  def test_gradient_eps_stills_tensors_without_gradient(self, normalization):
+    """With gradient_eps, a zero gradient gives no step and float noise (RMS
+    1e-9) a step rms(g) / (rms(g) + eps) times the ungated one; ordinary
+    gradients are not affected. Without it, a meta-trained head's biases move a
+    zero-gradient tensor by a full step."""
+    gated = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        output_normalization=normalization, gradient_eps=1e-7))
+    plain = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        output_normalization=normalization))
+    theta = plain.init_theta(seed=4, scale=1.0)
+    for scale, gate in ((0.0, 0.0), (1e-9, 1e-9 / (1e-9 + 1e-7)), (1.0, 1.0 / (1.0 + 1e-7))):
+      grads = [scale * g / np.sqrt(np.mean(g ** 2))
+               for g in testing.random_gradients((6, 4), 3, seed=2)]
+      got, _ = run(gated, theta, grads)
+      want, _ = run(plain, theta, grads)
+      self.assertAllClose(got[-1], gate * want[-1].numpy(), rtol=1e-5, atol=1e-12)
+      if scale == 0.0:
+        self.assertGreater(float(tf.reduce_max(tf.abs(want[-1]))), 1e-5)
+        self.assertAllEqual(got[-1], tf.zeros([6, 4]))
+
   @parameterized.parameters(1, 2)
   def test_update_rms_is_bounded_for_extreme_gradients(self, num_layers):
     """Whatever the gradients (1e-30 .. 1e30) and theta, the update's RMS over
@@ -165,7 +186,7 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       ("num_layers", 0), ("num_heads", -1), ("key_dim", 1.5), ("value_dim", True),
       ("num_features", 3), ("feature_kind", "relu"), ("beta2", 1.0),
       ("preprocessing_k", 0.0), ("hidden_dim", "8"), ("magnitude_range", -1.0),
-      ("output_normalization", "l2"))
+      ("output_normalization", "l2"), ("gradient_eps", -1e-8))
   def test_invalid_config_raises(self, field, value):
     expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
     with self.assertRaisesRegex(ValueError, expected):

@@ -89,11 +89,22 @@ class TensorWiseNetworkTest(tf.test.TestCase):
     self.assertAllEqual(tensor_network.map_column_groups(lambda t: 2.0 * t, columns, 20),
                         2.0 * columns)
 
+  def test_gradient_eps_stills_a_tensor_without_gradient(self):
+    gated = tensor_network.TensorWiseNetwork(
+        tensor_network.TensorConfig(chunk=16, gradient_eps=1e-7))
+    param = tf.zeros([50])
+    plain_update, _ = self.net.apply(self.theta, self.net.init_state(param), tf.zeros([50]),
+                                     param, 1)
+    update, _ = gated.apply(self.theta, gated.init_state(param), tf.zeros([50]), param, 1)
+    self.assertGreater(float(tf.reduce_max(tf.abs(plain_update))), 0.0)  # the flaw it fixes
+    self.assertAllEqual(update, tf.zeros([50]))
+
   def test_invalid_sizes_raise_value_error(self):
     for kwargs, message in (({"num_features": 3}, "num_features"),
                             ({"num_heads": 0}, "num_heads"),
                             ({"chunk": 1}, "chunk"),
-                            ({"magnitude_range": 11.0}, "magnitude_range")):
+                            ({"magnitude_range": 11.0}, "magnitude_range"),
+                            ({"gradient_eps": -1.0}, "gradient_eps")):
       with self.assertRaisesRegex(ValueError, message, msg=kwargs):
         tensor_network.TensorConfig(**kwargs)
 

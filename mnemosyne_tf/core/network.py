@@ -66,6 +66,10 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       exactly the learned step times the factor); "none": the direction is
       used as it is (bounded, since the head's inputs are), so the update can
       shrink as the gradients turn into noise, as Adam's m / sqrt(v) does.
+    gradient_eps: the update is multiplied by rms(g) / (rms(g) + gradient_eps)
+      (per tensor), so that a tensor whose gradient is zero, or float noise far
+      below gradient_eps, takes no step (Adam's epsilon plays this part); 0
+      turns it off (weights made before it existed).
   """
   num_layers: int = 1
   num_heads: int = 2
@@ -79,8 +83,10 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   projection_seed: int = 0
   magnitude_range: float = 2.0
   output_normalization: str = "rms"
+  gradient_eps: float = 0.0
 
   def __post_init__(self):
+    check_gradient_eps(self.gradient_eps, type(self).__name__)
     if self.output_normalization not in OUTPUT_NORMALIZATIONS:
       raise ValueError(f"CoordinateConfig.output_normalization must be one of "
                        f"{OUTPUT_NORMALIZATIONS}, got {self.output_normalization!r}")
@@ -112,20 +118,31 @@ class CoordinateState(NamedTuple):
   cams: Tuple[cam.CamState, ...]
 
 
+def check_gradient_eps(value, owner: str) -> None:
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or not 0 <= value < 1):
+    raise ValueError(f"{owner}.gradient_eps must be a float in [0, 1), got {value!r}")
+
+
 def normalized_update(direction, magnitude, log_step_size, magnitude_range, param,
-                      learning_rate, weight_decay, normalize=True):
+                      learning_rate, weight_decay, normalize=True, grad=None,
+                      gradient_eps=0.0):
   """The learned rules' shared output stage, flat [P] in and out:
 
-      -lr * exp(log_step_size + a * tanh(mean(magnitude))) * direction / rms(direction)
-      - lr * weight_decay * param
+      -lr * exp(log_step_size + a * tanh(mean(magnitude))) * gate * direction / rms(direction)
+      - lr * weight_decay * param,       gate = rms(grad) / (rms(grad) + gradient_eps)
 
-  (without the division by rms(direction) if not `normalize`).
+  (without the division by rms(direction) if not `normalize`; gate = 1 if
+  gradient_eps is 0).
   """
   log_factor = magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
   learning_rate = tf.cast(learning_rate, tf.float32)
   if normalize:
     rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
     direction = direction / tf.maximum(rms, 1e-12)
+  if gradient_eps:
+    rms_grad = tf.sqrt(tf.reduce_mean(tf.square(grad)))
+    direction = direction * (rms_grad / (rms_grad + gradient_eps))
   update = -learning_rate * tf.exp(log_step_size + log_factor) * direction
   return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
       tf.cast(param, tf.float32), [-1])
@@ -290,5 +307,6 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
            + theta["head/b2"][:, None])  # [2, P]
     update = normalized_update(out[0], out[1], theta["log_step_size"], c.magnitude_range,
                                param, learning_rate, weight_decay,
-                               normalize=c.output_normalization == "rms")
+                               normalize=c.output_normalization == "rms", grad=g,
+                               gradient_eps=c.gradient_eps)
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams))

@@ -54,8 +54,10 @@ class TensorConfig(learned_optimizer.ConfigDict):
   preprocessing_k: float = 5.0
   projection_seed: int = 0
   magnitude_range: float = 2.0
+  gradient_eps: float = 0.0  # as in CoordinateConfig
 
   def __post_init__(self):
+    network.check_gradient_eps(self.gradient_eps, type(self).__name__)
     for name in ("num_heads", "key_dim", "value_dim", "hidden_dim"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -187,5 +189,6 @@ class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
 
     out = map_column_groups(head, x, c.group_chunks * c.chunk)  # [2, N]
     update = network.normalized_update(out[0], out[1], theta["log_step_size"],
-                                       c.magnitude_range, param, learning_rate, weight_decay)
+                                       c.magnitude_range, param, learning_rate, weight_decay,
+                                       grad=g, gradient_eps=c.gradient_eps)
     return tf.reshape(update, shape), memory

@@ -25,7 +25,8 @@ class MetaTrainConfig:
     init: "hand_set" (start from normalized momentum; networks coordinate
       and super), "random", or "weights" (start from `init_weights`).
     init_weights: with init "weights": a shipped weights name or a weights file
-      for this network and network config (to continue meta-training); for
+      for this network whose theta fits this network config (to continue
+      meta-training, e.g. under a changed gradient_eps); for
       network "super" also a mapping {coordinate: name-or-path, tensor:
       name-or-path} that starts each part from its own mode's weights.
     init_step_size: the learned step size a random coordinate init starts from.
@@ -207,22 +208,23 @@ def initial_weights_theta(cfg: MetaTrainConfig) -> dict:
   from mnemosyne_tf import weights as weights_lib  # pylint: disable=import-outside-toplevel
   network = rule.build_network(cfg.network, cfg.network_config)
 
-  def load(name, kind, config):
+  def load(name, kind, net):
     loaded = weights_lib.load_weights(name)
-    if (loaded.network != kind
-        or rule.build_network(loaded.network, loaded.config).config != config):
-      raise ValueError(f"weights {name!r} are for network {loaded.network!r} with config "
-                       f"{loaded.config}, not {kind!r} with {config.to_dict()}")
+    if loaded.network != kind:
+      raise ValueError(f"weights {name!r} are for network {loaded.network!r}, not {kind!r}")
+    # theta must fit; config fields that do not shape theta (e.g. gradient_eps)
+    # may differ: meta-training continues under this config.
+    net.check_theta(loaded.theta, source=f"weights {name!r}")
     return loaded.theta
 
   if isinstance(cfg.init_weights, dict):
     if cfg.network != "super" or sorted(cfg.init_weights) != ["coordinate", "tensor"]:
       raise ValueError("a mapping of init_weights is for network 'super' and has exactly "
                        "the keys coordinate and tensor")
-    parts = {mode: load(cfg.init_weights[mode], mode, part.config)
+    parts = {mode: load(cfg.init_weights[mode], mode, part)
              for mode, part in network.parts.items()}
     return network.combine(parts)
   if not isinstance(cfg.init_weights, str):
     raise ValueError(f"init_weights must be a weights name or path (or, for super, a "
                      f"mapping), got {cfg.init_weights!r}")
-  return load(cfg.init_weights, cfg.network, network.config)
+  return load(cfg.init_weights, cfg.network, network)
