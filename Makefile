@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m mnemosyne_tf.demo --out_dir=demo_output
 
-# The whole test suite: every Bazel py_test, then pytest over the same files.
-test: setup bazel-test pytest
+# The whole test suite: every test file is a Bazel py_test (`make pytest` runs
+# the same files under pytest, for a quick local loop).
+test: setup bazel-test
 
 pytest: setup
 	$(PY) -m pytest tests
