@@ -28,6 +28,10 @@ class ChooseTest(tf.test.TestCase, parameterized.TestCase):
       ("a_tpu_wins", dict(tpu="my-tpu", tf_config=_TWO_WORKERS, num_gpus=4), "tpu"),
       ("local_tpu", dict(tpu="local"), "tpu"),
       ("tf_config_without_cluster", dict(tf_config='{"task": {}}'), "default"),
+      ("empty_tpu_is_no_tpu", dict(tpu=""), "default"),
+      ("one_task_cluster_allows_mirrored",
+       dict(requested="mirrored", tf_config=json.dumps({"cluster": {"chief": ["a:1"]}})),
+       "mirrored"),
       ("explicit_mirrored_on_cpus", dict(requested="mirrored"), "mirrored"),
       ("explicit_default_despite_gpus", dict(requested="default", num_gpus=8), "default"),
   )
@@ -43,6 +47,10 @@ class ChooseTest(tf.test.TestCase, parameterized.TestCase):
       ("parameter_servers", dict(tf_config=json.dumps({"cluster": {"ps": ["a:1"],
                                                                    "worker": ["b:1"]}})),
        r"task types \['ps'\]"),
+      ("tpu_given_to_mirrored", dict(requested="mirrored", tpu="my-tpu"),
+       "--tpu=my-tpu is given but the distribution strategy is 'mirrored'"),
+      ("cluster_given_to_one_worker", dict(requested="mirrored", tf_config=_TWO_WORKERS),
+       "cluster of 2 tasks but the distribution strategy 'mirrored' trains on one worker"),
   )
   def test_errors_name_the_problem(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):

@@ -12,11 +12,17 @@ exact:
   shuffle seed) the resumed run sees the same batches as an uninterrupted one:
   no step is lost or repeated.
 * `SaveAndExitOnSigterm`: a preempted VM gets SIGTERM before it is stopped.
-  While a run trains (in the main thread), after the current training loop (`trainer.steps_per_loop` steps) the action
-  saves a checkpoint at the current step and exits with status 143 (128 +
-  SIGTERM). Runs whose strategy has a cluster resolver (TPU, multi-worker) use
-  official's own on-demand preemption checkpoint
-  (`trainer.preemption_on_demand_checkpoint`) instead.
+  While a single-host run trains (in the main thread), after the current
+  training loop (`trainer.steps_per_loop` steps) the action saves a checkpoint
+  at the current step and exits with status 143 (128 + SIGTERM). Runs whose
+  strategy has a cluster resolver (TPU, multi-worker) never get it: their save
+  is collective, and a signal reaches one worker, so they rely on official's
+  on-demand preemption checkpoint (`trainer.preemption_on_demand_checkpoint`,
+  on by default) and on the periodic checkpoints.
+
+Resuming replays the input pipeline over the skipped batches (`Dataset.skip`
+reads and decodes them), which takes time proportional to the restored step;
+cheap for the tiny runs, noticeable for a paper-scale run resumed late.
 
 `PreemptibleExperimentRunner` is official's OrbitExperimentRunner with both.
 """
@@ -107,11 +113,11 @@ class PreemptibleExperimentRunner(train_lib.OrbitExperimentRunner):
           trainer_cls=ResumableTrainer)
 
   def _build_controller(self, trainer, evaluator, train_actions=None, **kwargs):
+    """official's controller; a single-host training run (no cluster resolver)
+    started from the main thread also saves and exits on SIGTERM."""
     train_actions = list(train_actions or [])
-    official_handles_preemption = (self.params.trainer.preemption_on_demand_checkpoint
-                                   and self.strategy.cluster_resolver)
     self._on_sigterm = None
-    if (trainer is not None and not official_handles_preemption
+    if (trainer is not None and not self.strategy.cluster_resolver
         and threading.current_thread() is threading.main_thread()):
       self._on_sigterm = SaveAndExitOnSigterm(self.checkpoint_manager, trainer.global_step)
       train_actions.append(self._on_sigterm)

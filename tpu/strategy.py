@@ -9,7 +9,10 @@ The rule for "auto" (the default):
   TF_CONFIG with worker/chief  -> "multi_worker_mirrored"
   more than one GPU            -> "mirrored"
   otherwise                    -> "default" (one device, no distribution)
-Any other name forces that strategy, e.g. "mirrored" over logical CPUs in tests.
+Any other name forces that strategy, e.g. "mirrored" over logical CPUs in tests,
+unless it contradicts the environment: a TPU given to a non-TPU strategy, or a
+TF_CONFIG cluster of several tasks given to a single-worker strategy (each
+worker would train alone and all would write the same model_dir).
 """
 
 import json
@@ -19,9 +22,12 @@ from typing import Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
+from official.common import distribute_utils
+
 AUTO = "auto"
 STRATEGIES = (AUTO, "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 _WORKER_TASKS = ("chief", "worker")
+_SINGLE_WORKER = ("default", "one_device", "mirrored")
 
 
 def cluster_from_tf_config(tf_config: Optional[str]) -> dict:
@@ -55,9 +61,17 @@ def choose(requested: str = AUTO, tpu: Optional[str] = None,
   if requested == "multi_worker_mirrored" and not cluster:
     raise ValueError('distribution strategy "multi_worker_mirrored" needs TF_CONFIG '
                      "with a cluster of workers")
+  if tpu and requested not in (AUTO, "tpu"):
+    raise ValueError(f"--tpu={tpu} is given but the distribution strategy is "
+                     f"{requested!r}; use 'tpu' or 'auto'")
+  tasks = sum(len(addresses) for addresses in cluster.values())
+  if tasks > 1 and requested in _SINGLE_WORKER:
+    raise ValueError(f"TF_CONFIG has a cluster of {tasks} tasks but the distribution "
+                     f"strategy {requested!r} trains on one worker; use "
+                     "'multi_worker_mirrored' or 'auto'")
   if requested != AUTO:
     return requested
-  if tpu is not None:
+  if tpu:
     return "tpu"
   if cluster:
     return "multi_worker_mirrored"
@@ -84,11 +98,7 @@ def create(name: str, tpu: Optional[str] = None) -> tf.distribute.Strategy:
   if name == "multi_worker_mirrored":
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    if tpu not in ("", "local"):
-      tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.TPUStrategy(distribute_utils.tpu_initialize(tpu))
   raise ValueError(f"cannot create distribution strategy {name!r}; one of {STRATEGIES[1:]}")
 
 
