@@ -5,8 +5,6 @@ import dataclasses
 import io
 import os
 import shlex
-import subprocess
-import sys
 
 from absl.testing import flagsaver
 from absl.testing import parameterized
@@ -28,30 +26,48 @@ def _scripted(text):
   return [shlex.split(line) for line in text.splitlines() if line and not line.startswith("#")]
 
 
+def _run_command(argv):
+  """(environment assignments, pipelines.train argv) of a run's --command."""
+  words = shlex.split(argv[-1][len("--command="):].split(" && ", 1)[1])
+  split = next(i for i, word in enumerate(words) if "=" not in word)
+  return dict(word.split("=", 1) for word in words[:split]), words[split:]
+
+
 class JobSpecTest(tf.test.TestCase, parameterized.TestCase):
 
-  def test_create_copy_install_run_delete_in_order(self):
-    create, copy, install, run, delete = _scripted(job_spec.render(JOB))
+  def test_create_pack_copy_install_run_delete_in_order(self):
+    create, pack, copy, install, run, delete = _scripted(job_spec.render(JOB))
     tpu_vm = ["gcloud", "compute", "tpus", "tpu-vm"]
     self.assertEqual(create, tpu_vm + [
         "create", "my-tpu", "--zone=zone-a", "--accelerator-type=v4-8",
         f"--version=tpu-vm-tf-{tf.__version__}-pjrt"])
-    self.assertEqual(copy, tpu_vm + ["scp", "--recurse", "--zone=zone-a", "--worker=all",
-                                     os.path.join(pt.ROOT, ""), "my-tpu:~/mnemosyne-tf"])
-    self.assertEqual(install[:8], tpu_vm + ["ssh", "my-tpu", "--zone=zone-a", "--worker=all"])
-    self.assertEqual(install[8], "--command=cd ~/mnemosyne-tf && python3 -m pip install -e .")
+    self.assertEqual(pack[:5], ["tar", "-czf", "mnemosyne-tf.tar.gz", "-C", pt.ROOT])
+    self.assertEqual(copy, tpu_vm + ["scp", "mnemosyne-tf.tar.gz", "my-tpu:~/",
+                                     "--zone=zone-a", "--worker=all"])
+    self.assertEqual(install, tpu_vm + [
+        "ssh", "my-tpu", "--zone=zone-a", "--worker=all",
+        "--command=mkdir -p ~/mnemosyne-tf && tar -xzf ~/mnemosyne-tf.tar.gz -C "
+        "~/mnemosyne-tf && cd ~/mnemosyne-tf && python3 -m pip install -e ."])
     self.assertEqual(delete, tpu_vm + ["delete", "my-tpu", "--zone=zone-a", "--quiet"])
+    # One host: every worker (the one) runs it on its attached TPU, PJRT plugin on.
     self.assertEqual(run[:8], tpu_vm + ["ssh", "my-tpu", "--zone=zone-a", "--worker=all"])
-    prefix = "--command=cd ~/mnemosyne-tf && "
-    self.assertTrue(run[8].startswith(prefix))
-    self.assertEqual(shlex.split(run[8][len(prefix):]), [
+    self.assertTrue(run[8].startswith("--command=cd ~/mnemosyne-tf && "))
+    environment, argv = _run_command(run)
+    self.assertEqual(environment, {"NEXT_PLUGGABLE_DEVICE_USE_C_API": "true",
+                                   "TF_PLUGGABLE_DEVICE_LIBRARY_PATH": "/lib/libtpu.so"})
+    self.assertEqual(argv, [
         "python3", "-m", "pipelines.train", f"--experiment={pt.EXPERIMENT}",
         "--mode=train_and_eval", "--model_dir=gs://bucket/vit", f"--config_file={CONFIG}",
         "--params_override=trainer.train_steps=7", "--tpu=local"])
 
+  def test_the_archive_holds_the_sources_only(self):
+    pack = _scripted(job_spec.render(JOB))[1]
+    excluded = {arg.split("=", 1)[1] for arg in pack if arg.startswith("--exclude=")}
+    self.assertContainsSubset({".venv", ".git", "runs", "bazel-*"}, excluded)
+    self.assertEqual(pack[-1], ".")
+
   def test_the_run_command_is_one_pipelines_train_accepts(self):
-    run = _scripted(job_spec.render(JOB))[3]
-    argv = shlex.split(run[8].split(" && ", 1)[1])
+    _, argv = _run_command(_scripted(job_spec.render(JOB))[4])
     values = dict(arg[2:].split("=", 1) for arg in argv[3:])
     params = train.parse_config(values["experiment"],
                                 [os.path.join(pt.ROOT, values["config_file"])],
@@ -59,16 +75,23 @@ class JobSpecTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(params.trainer.train_steps, 7)
     self.assertEqual(params.runtime.tpu, "local")
 
-  def test_pod_slice_project_spot_and_version(self):
+  def test_pod_slice_runs_one_client_on_worker_0_project_spot_and_version(self):
     job = dataclasses.replace(JOB, accelerator_type="v4-32", project="proj", spot=True)
-    create, _, _, run, delete = _scripted(job_spec.render(job))
+    create, _, copy, install, run, delete = _scripted(job_spec.render(job))
     self.assertIn("--version=tpu-vm-tf-%s-pod-pjrt" % tf.__version__, create)
     self.assertIn("--spot", create)
-    self.assertIn("--project=proj", create)
-    self.assertIn("--project=proj", delete)
-    self.assertTrue(run[-1].endswith("--tpu=my-tpu"))  # several hosts: resolved by name
-    self.assertEqual(job_spec.train_command(dataclasses.replace(JOB, runtime_version="v"))[-1],
-                     "--tpu=local")
+    for command in (create, copy, install, run, delete):
+      self.assertIn("--project=proj", command)
+    self.assertIn("--worker=all", install)  # every host gets the sources
+    self.assertIn("--worker=0", run)  # one TensorFlow client drives the slice
+    self.assertNotIn("--worker=all", run)
+    environment, argv = _run_command(run)
+    self.assertEqual(environment, {"TPU_NAME": "my-tpu", "TPU_LOAD_LIBRARY": "0"})
+    self.assertEqual(argv[-1], "--tpu=my-tpu")  # several hosts: resolved by name
+    # A given runtime that is not PJRT: no PJRT plugin variables.
+    single = dataclasses.replace(JOB, runtime_version="tpu-vm-tf-2.16.1")
+    self.assertEqual(job_spec.train_environment(single), [])
+    self.assertEqual(job_spec.train_command(single)[-1], "--tpu=local")
 
   @parameterized.named_parameters(
       ("local_model_dir", dict(model_dir="/tmp/x"), "must be a gs:// path"),
@@ -84,25 +107,29 @@ class JobSpecTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, message):
       job_spec.check(dataclasses.replace(JOB, **change))
 
-  def test_command_line(self):
-    out = subprocess.run(
-        [sys.executable, "-m", "tpu.job_spec", f"--experiment={pt.EXPERIMENT}",
-         f"--config_file={CONFIG}", "--tpu_name=my-tpu", "--zone=zone-a",
-         "--accelerator_type=v4-8", "--model_dir=gs://bucket/vit"],
-        cwd=pt.ROOT, env=dict(os.environ, PYTHONPATH=pt.ROOT), capture_output=True,
-        text=True, check=False)
-    self.assertEqual(out.returncode, 0, out.stderr[-2000:])
-    self.assertEqual(len(_scripted(out.stdout)), 5)
-    self.assertIn("--mode=train_and_eval", out.stdout)
-
-  def test_command_line_refuses_a_bad_job_and_prints_nothing(self):
+  def _main(self, **flag_values):
+    """job_spec.main under these flags: (stdout, SystemExit or None)."""
     stdout = io.StringIO()
     with flagsaver.flagsaver(experiment=pt.EXPERIMENT, tpu_name="my-tpu", zone="zone-a",
-                             accelerator_type="v4-8", model_dir="runs/local"):
-      with contextlib.redirect_stdout(stdout), self.assertRaises(SystemExit) as exited:
-        job_spec.main(["job_spec"])
-    self.assertIn("must be a gs:// path", str(exited.exception.code))
-    self.assertEqual(stdout.getvalue(), "")
+                             accelerator_type="v4-8", **flag_values):
+      with contextlib.redirect_stdout(stdout):
+        try:
+          job_spec.main(["job_spec"])
+        except SystemExit as exited:
+          return stdout.getvalue(), exited
+    return stdout.getvalue(), None
+
+  def test_command_line(self):
+    stdout, exited = self._main(config_file=[CONFIG], model_dir="gs://bucket/vit")
+    self.assertIsNone(exited)
+    self.assertLen(_scripted(stdout), 6)
+    self.assertIn("--mode=train_and_eval", stdout)
+
+  def test_command_line_refuses_a_bad_job_and_prints_nothing(self):
+    stdout, exited = self._main(model_dir="runs/local")
+    self.assertIn("must be a gs:// path", str(exited.code))
+    self.assertEqual(stdout, "")
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -5,15 +5,23 @@
         --tpu_name=my-tpu --zone=us-central2-b --accelerator_type=v4-8 \
         --model_dir=gs://my-bucket/vit_b16
 
-prints, in order, the `gcloud compute tpus tpu-vm` commands to create the TPU VM,
-copy this repository to every worker, install it, run the exact
-`python3 -m pipelines.train ...` command on every worker, and delete the VM.
-Nothing is executed. Every value comes from flags: nothing about a project,
-bucket or host is built in. The experiment, config files and overrides are
-parsed and checked first, so a printed command does not fail on its config.
+prints, in order, the commands to create the TPU VM, pack this repository (its
+sources: no virtualenv, git data, run outputs or Bazel trees) and copy it to
+every worker, install it there, run the exact `python3 -m pipelines.train ...`
+command, and delete the VM. Nothing is executed. Every value comes from flags:
+nothing about a project, bucket or host is built in. The experiment, config
+files and overrides are parsed and checked first, so a printed command does not
+fail on its config.
 
-Preemption: run the create and run commands again with the same --model_dir;
-the run resumes from the latest checkpoint there.
+Where the run starts. TensorFlow drives a TPU from one client: on a single-host
+TPU (v4-8, v5litepod-8, ...) the run starts on the VM with `--tpu=local` (and
+the PJRT plugin variables of a `-pjrt` runtime); on a pod slice (v4-16 and up)
+it starts on worker 0 only, with `--tpu=<name>`, `TPU_NAME` and
+`TPU_LOAD_LIBRARY=0`, and reaches the other hosts' TPU servers over the
+network (as in Google's own TensorFlow TPU tests).
+
+Preemption (a Spot VM is taken away): run every command but the last again,
+with the same --model_dir; the run resumes from the latest checkpoint there.
 """
 
 import dataclasses
@@ -49,6 +57,12 @@ FLAGS = flags.FLAGS
 
 _ACCELERATOR = re.compile(r"^v\d+[a-z]*-(\d+)$")
 _TPU_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# What the source archive leaves out (names of files or directories at any depth).
+_NOT_SOURCES = (".venv", ".git", "runs", "bazel-*", "__pycache__", "*.egg-info",
+                ".pytest_cache", "demo_output")
+# The PJRT plugin of a single-host `-pjrt` TPU VM runtime.
+_PJRT_ENV = (("NEXT_PLUGGABLE_DEVICE_USE_C_API", "true"),
+             ("TF_PLUGGABLE_DEVICE_LIBRARY_PATH", "/lib/libtpu.so"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +90,16 @@ class TpuJob:
 
   @property
   def version(self) -> str:
+    """The TPU VM runtime: given, or this TensorFlow's [pod] PJRT image."""
     if self.runtime_version:
       return self.runtime_version
     pod = "-pod" if self.multi_host else ""
     return f"tpu-vm-tf-{tf.__version__}{pod}-pjrt"
+
+  @property
+  def archive(self) -> str:
+    """The source archive's file name (made here, copied to each worker's home)."""
+    return os.path.basename(self.remote_dir.rstrip("/")) + ".tar.gz"
 
 
 def check(job: TpuJob) -> None:
@@ -112,7 +132,7 @@ def check(job: TpuJob) -> None:
 
 
 def train_command(job: TpuJob) -> List[str]:
-  """The `python3 -m pipelines.train ...` command each worker runs."""
+  """The `python3 -m pipelines.train ...` command the run's client executes."""
   command = ["python3", "-m", "pipelines.train", f"--experiment={job.experiment}",
              f"--mode={job.mode}", f"--model_dir={job.model_dir}"]
   command += [f"--config_file={path}" for path in job.config_files]
@@ -123,26 +143,39 @@ def train_command(job: TpuJob) -> List[str]:
   return command
 
 
+def train_environment(job: TpuJob) -> List[Tuple[str, str]]:
+  """Environment variables of the run's client (module docstring)."""
+  if job.multi_host:
+    return [("TPU_NAME", job.tpu_name), ("TPU_LOAD_LIBRARY", "0")]
+  return list(_PJRT_ENV) if job.version.endswith("-pjrt") else []
+
+
 def commands(job: TpuJob) -> List[Tuple[str, List[str]]]:
   """(title, argv) of every command, in the order to run them."""
   where = [f"--zone={job.zone}"] + ([f"--project={job.project}"] if job.project else [])
   tpu_vm = ["gcloud", "compute", "tpus", "tpu-vm"]
-  remote = f"cd ~/{job.remote_dir} && "
+  remote = f"~/{job.remote_dir}"
   create = tpu_vm + ["create", job.tpu_name, *where,
                      f"--accelerator-type={job.accelerator_type}", f"--version={job.version}"]
   if job.spot:
     create.append("--spot")
+  pack = ["tar", "-czf", job.archive, "-C", job.source_dir,
+          *[f"--exclude={name}" for name in _NOT_SOURCES], "."]
+  install = (f"mkdir -p {remote} && tar -xzf ~/{job.archive} -C {remote} && "
+             f"cd {remote} && {job.install}")
+  environment = "".join(f"{name}={shlex.quote(value)} "
+                        for name, value in train_environment(job))
+  run = f"cd {remote} && {environment}{shlex.join(train_command(job))}"
+  client = "--worker=0" if job.multi_host else "--worker=all"
   return [
       ("Create the TPU VM", create),
-      ("Copy this repository to every worker",
-       tpu_vm + ["scp", "--recurse", *where, "--worker=all",
-                 os.path.join(job.source_dir, ""), f"{job.tpu_name}:~/{job.remote_dir}"]),
-      ("Install it on every worker",
-       tpu_vm + ["ssh", job.tpu_name, *where, "--worker=all",
-                 f"--command={remote}{job.install}"]),
-      ("Run the experiment on every worker (again after a preemption: it resumes)",
-       tpu_vm + ["ssh", job.tpu_name, *where, "--worker=all",
-                 f"--command={remote}{shlex.join(train_command(job))}"]),
+      ("Pack this repository's sources (here)", pack),
+      ("Copy them to every worker",
+       tpu_vm + ["scp", job.archive, f"{job.tpu_name}:~/", *where, "--worker=all"]),
+      ("Install them on every worker",
+       tpu_vm + ["ssh", job.tpu_name, *where, "--worker=all", f"--command={install}"]),
+      ("Run the experiment (again after a preemption: it resumes)",
+       tpu_vm + ["ssh", job.tpu_name, *where, client, f"--command={run}"]),
       ("Delete the TPU VM", tpu_vm + ["delete", job.tpu_name, *where, "--quiet"]),
   ]
 
@@ -157,6 +190,7 @@ def render(job: TpuJob) -> str:
 
 
 def job_from_flags(flag_values=FLAGS) -> TpuJob:
+  """The job the command-line flags describe (--mode defaults to train_and_eval)."""
   return TpuJob(
       experiment=flag_values.experiment, mode=flag_values.mode or "train_and_eval",
       model_dir=flag_values.model_dir, tpu_name=flag_values.tpu_name, zone=flag_values.zone,
