@@ -15,6 +15,7 @@ from pipelines import bert_pretraining
 from pipelines import figures
 from pipelines import text_data
 from pipelines import train
+from tests import pipeline_testing as pt
 from tests import text_testing
 
 CONFIG = os.path.join(text_testing.ROOT, "configs", "experiments", "bert_pretraining_tiny.yaml")
@@ -22,8 +23,9 @@ SEQ, PREDICTIONS, BATCH = 32, 5, 16
 
 
 def _tiny(corpus: str, **extra) -> str:
-  """--params_override of a 1-layer BERT (hidden 16) on `corpus`, 30 steps."""
-  override = {
+  """--params_override of a 1-layer BERT (hidden 16) on `corpus`, 30 steps,
+  with `extra` ("a.b.c": value) on top."""
+  return json.dumps(pt.nested({
       "task": {
           "model": {"encoder": {"bert": {"vocab_size": 300, "hidden_size": 16,
                                          "num_layers": 1, "intermediate_size": 32}},
@@ -36,14 +38,7 @@ def _tiny(corpus: str, **extra) -> str:
                               "global_batch_size": BATCH}},
       "trainer": {"train_steps": 30, "steps_per_loop": 10, "summary_interval": 10,
                   "checkpoint_interval": 30, "validation_interval": 30,
-                  "validation_steps": -1}}
-  for path, value in extra.items():
-    node = override
-    *parents, leaf = path.split(".")
-    for key in parents:
-      node = node.setdefault(key, {})
-    node[leaf] = value
-  return json.dumps(override)
+                  "validation_steps": -1}}, extra))
 
 
 def _validation_examples(path: str):

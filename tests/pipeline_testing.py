@@ -1,6 +1,8 @@
 """Helpers of the pipeline tests: tiny ViT runs of pipelines.train (in this
-process or as subprocesses) and what their checkpoints hold."""
+process or as subprocesses), what their checkpoints and summaries hold, and
+nested --params_override dicts."""
 
+import json
 import os
 import socket
 import subprocess
@@ -9,11 +11,14 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from pipelines import train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = "mnemosyne/vit_finetuning"
 TINY_CONFIG = os.path.join(ROOT, "configs", "experiments", "vit_finetuning_tiny.yaml")
 
-# A one-layer ViT (24 variables: Mnemosyne traces fast) checkpointing often.
+# A one-layer ViT (hidden 16, 24 variables) checkpointing often: the smallest
+# that learns the digits.
 TINY = {
     "task.model.backbone.transformer.num_layers": 1,
     "task.model.backbone.hidden_size": 16,
@@ -24,6 +29,10 @@ TINY = {
     "trainer.checkpoint_interval": 5,
     "trainer.validation_interval": 1000,
 }
+# No transformer block (patch embedding, class token, position embedding, final
+# norm and head: 8 variables, so Mnemosyne compiles in seconds, not ~20 s): for
+# tests of the driver, strategies and checkpoints, where depth does not matter.
+NO_BLOCKS = dict(TINY, **{"task.model.backbone.transformer.num_layers": 0})
 ADAM = {"trainer.optimizer_config.optimizer.type": "adam",
         "trainer.optimizer_config.learning_rate.constant.learning_rate": 3e-3}
 
@@ -34,6 +43,27 @@ def overrides(*dicts, **extra) -> str:
   for d in dicts + (extra,):
     merged.update(d)
   return ",".join(f"{k}={v}" for k, v in merged.items())
+
+
+def nested(base: dict, dotted: dict) -> dict:
+  """`base` (nested dicts, copied) with each "a.b.c": value of `dotted` set."""
+  merged = json.loads(json.dumps(base))
+  for path, value in dotted.items():
+    node = merged
+    *parents, leaf = path.split(".")
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[leaf] = value
+  return merged
+
+
+def run(model_dir: str, mode: str, *dicts, **extra):
+  """A tiny ViT run of pipelines.train in this process (the tiny config, then
+  the merged override dicts); returns (strategy name, model)."""
+  params, name, strategy, task = train.prepare(
+      EXPERIMENT, mode, model_dir, [TINY_CONFIG], overrides(*dicts, **extra))
+  model, _ = train.run(params, strategy, task, mode, model_dir)
+  return name, model
 
 
 def train_argv(model_dir: str, params_override: str, mode: str = "train"):
@@ -77,4 +107,17 @@ def max_difference(a: dict, b: dict) -> float:
 
 
 def step_of(prefix: str) -> int:
+  """The global step a checkpoint was saved at."""
   return int(tf.train.load_checkpoint(prefix).get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def event_files(log_dir: str):
+  """The summary files of `log_dir`, oldest first."""
+  return sorted(tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*")))
+
+
+def logged_steps(paths, tag: str = "training_loss"):
+  """The steps at which `tag` was written to the summary files `paths`, every
+  event in file order (a step written twice appears twice)."""
+  return [event.step for path in paths for event in tf.compat.v1.train.summary_iterator(path)
+          for value in event.summary.value if value.tag == tag]

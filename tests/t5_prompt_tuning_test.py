@@ -17,6 +17,7 @@ from pipelines import figures
 from pipelines import t5_prompt_tuning as t5p
 from pipelines import text_data
 from pipelines import train
+from tests import pipeline_testing as pt
 from tests import text_testing
 
 CONFIG = os.path.join(text_testing.ROOT, "configs", "experiments", "t5_prompt_tuning_tiny.yaml")
@@ -26,8 +27,9 @@ MODEL = {"num_layers": 1, "d_model": 16, "d_kv": 8, "num_heads": 2, "d_ff": 32,
 
 
 def _override(**extra) -> str:
-  """--params_override: a 1+1-layer T5 (d_model 16), 30 steps, whole-set eval."""
-  override = {
+  """--params_override: a 1+1-layer T5 (d_model 16), 30 steps, whole-set eval,
+  with `extra` ("a.b.c": value) on top."""
+  return json.dumps(pt.nested({
       "task": {"model": dict(MODEL), "offline": {"words": 3},
                "train_data": {"input_length": LENGTH, "target_length": LENGTH,
                               "global_batch_size": 32},
@@ -35,14 +37,7 @@ def _override(**extra) -> str:
                                    "global_batch_size": 64}},
       "trainer": {"train_steps": 30, "steps_per_loop": 10, "summary_interval": 10,
                   "checkpoint_interval": 30, "validation_interval": 30,
-                  "validation_steps": -1}}
-  for path, value in extra.items():
-    node = override
-    *parents, leaf = path.split(".")
-    for key in parents:
-      node = node.setdefault(key, {})
-    node[leaf] = value
-  return json.dumps(override)
+                  "validation_steps": -1}}, extra))
 
 
 def _arrays(values):

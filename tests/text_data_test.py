@@ -2,17 +2,19 @@
 loader reads and that decode back to the source text, SentencePiece models,
 text-to-text pairs, determinism and clear errors."""
 
+import contextlib
+import io
 import os
 import re
-import subprocess
-import sys
 import tempfile
 
+from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 from official.nlp.data import pretrain_dataloader
+from pipelines import prepare_text
 from pipelines import text_data
 from tests import text_testing
 
@@ -41,21 +43,25 @@ class BertRecordsTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
+    """The corpus, and its records for SPEC (shared by the tests)."""
     super().setUpClass()
     cls.dir = tempfile.mkdtemp()
     cls.corpus = text_testing.small_corpus(cls.dir)
     cls.documents = text_data.load_corpus(cls.corpus)
     cls.texts = [text_testing.normalize(" ".join(d)) for d in cls.documents]
+    cls.spec_dir, cls.spec_metadata = cls._prepare("spec")
 
-  def _prepare(self, name, spec=SPEC, **kwargs):
-    directory = os.path.join(self.dir, name)
+  @classmethod
+  def _prepare(cls, name, spec=SPEC, **kwargs):
+    directory = os.path.join(cls.dir, name)
     return directory, text_data.write_bert_pretraining_data(
-        self.documents, directory, spec, source=self.corpus, **kwargs)
+        cls.documents, directory, spec, source=cls.corpus, **kwargs)
 
   @parameterized.named_parameters(("v1_feature_names", False), ("v2_feature_names", True))
   def test_records_parse_with_official_loader_and_decode_to_source_spans(self, v2):
     spec = text_data.BertDataSpec(**{**SPEC.__dict__, "use_v2_feature_names": v2})
-    directory, metadata = self._prepare(f"records_v2_{v2}", spec)
+    directory, metadata = (self._prepare("records_v2", spec) if v2
+                           else (self.spec_dir, self.spec_metadata))
     vocab = text_data.read_vocab(os.path.join(directory, text_data.VOCAB))
     self.assertEqual(vocab[:5], list(text_data.RESERVED_TOKENS))
     self.assertLessEqual(len(vocab), spec.vocab_size)
@@ -112,8 +118,8 @@ class BertRecordsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertBetween(np.mean(labels), 0.3, 0.9)
 
   def test_deterministic_given_the_seed_and_cached(self):
-    first, metadata = self._prepare("same_a")
-    second, _ = self._prepare("same_b")
+    first, metadata = self.spec_dir, self.spec_metadata
+    second, _ = self._prepare("same_again")
     other, _ = self._prepare("other_seed",
                              text_data.BertDataSpec(**{**SPEC.__dict__, "seed": 4}))
     for name in (text_data.VOCAB, text_data.TRAIN_RECORDS, text_data.VALIDATION_RECORDS,
@@ -125,11 +131,11 @@ class BertRecordsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertNotEqual(f.read(), g.read())
     # Same text and spec again: nothing is rewritten.
     stamp = os.path.getmtime(os.path.join(first, text_data.TRAIN_RECORDS))
-    self.assertEqual(self._prepare("same_a")[1], metadata)
+    self.assertEqual(self._prepare("spec")[1], metadata)
     self.assertEqual(os.path.getmtime(os.path.join(first, text_data.TRAIN_RECORDS)), stamp)
 
   def test_given_vocabulary_is_used_as_is(self):
-    learned = text_data.read_vocab(os.path.join(self._prepare("learned")[0], text_data.VOCAB))
+    learned = text_data.read_vocab(os.path.join(self.spec_dir, text_data.VOCAB))
     given = learned[:5] + sorted(learned[5:], reverse=True)  # other ids, same tokens
     directory, _ = self._prepare("given", vocab=given)
     self.assertEqual(text_data.read_vocab(os.path.join(directory, text_data.VOCAB)), given)
@@ -195,25 +201,29 @@ class PrepareTextCommandTest(tf.test.TestCase):
   """python -m pipelines.prepare_text: a bad corpus fails before writing; a
   SentencePiece model equals the library's for the same text."""
 
-  def _run(self, *flags):
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.prepare_text", *flags], cwd=text_testing.ROOT,
-        env=dict(os.environ, PYTHONPATH=text_testing.ROOT, TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True, text=True, check=False)
+  def _main(self, **flag_values):
+    """prepare_text.main under these flags: (stdout, SystemExit or None)."""
+    stdout = io.StringIO()
+    with flagsaver.flagsaver(**flag_values), contextlib.redirect_stdout(stdout):
+      try:
+        prepare_text.main(["prepare_text"])
+      except SystemExit as exited:
+        return stdout.getvalue(), exited
+    return stdout.getvalue(), None
 
   def test_command(self):
     directory = self.create_tempdir().full_path
     missing = os.path.join(directory, "missing")
-    out = self._run("--kind=bert", "--input_file=/no/such/*.txt", f"--output_dir={missing}")
-    self.assertNotEqual(out.returncode, 0)
-    self.assertIn("pipelines.prepare_text: error: no text file matches '/no/such/*.txt'",
-                  out.stderr)
+    _, exited = self._main(kind="bert", input_file="/no/such/*.txt", output_dir=missing)
+    self.assertEqual(str(exited.code),
+                     "pipelines.prepare_text: error: no text file matches '/no/such/*.txt'")
     self.assertFalse(os.path.exists(missing))
 
     corpus = text_testing.small_corpus(directory, topics=6)
-    out = self._run("--kind=sentencepiece", f"--corpus={corpus}", "--vocab_size=150",
-                    f"--output_dir={directory}")
-    self.assertEqual(out.returncode, 0, out.stderr)
+    stdout, exited = self._main(kind="sentencepiece", corpus=corpus, vocab_size=150,
+                                output_dir=directory)
+    self.assertIsNone(exited)
+    self.assertStartsWith(stdout, f"pipelines.prepare_text: wrote {directory}")
     with open(os.path.join(directory, "spm.model"), "rb") as f:
       self.assertEqual(f.read(), text_data.train_sentencepiece(
           text_data.load_corpus(corpus), 150))

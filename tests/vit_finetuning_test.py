@@ -18,13 +18,10 @@ from pipelines import train  # noqa: E402
 from pipelines import vit_finetuning as vit  # noqa: E402
 from tests import pipeline_testing as pt  # noqa: E402
 
-
-def _run(model_dir, mode, *dicts, **extra):
-  """A tiny run of the experiment in this process; returns the strategy name."""
-  params, name, strategy, task = train.prepare(
-      pt.EXPERIMENT, mode, model_dir, [pt.TINY_CONFIG], pt.overrides(pt.TINY, *dicts, **extra))
-  train.run(params, strategy, task, mode, model_dir)
-  return name
+# The pre-training run: Adam on digits 0-4, every checkpoint kept.
+PRETRAINING = dict(pt.TINY, **pt.ADAM, **{
+    "task.train_data.classes": "[0,1,2,3,4]", "task.validation_data.classes": "[0,1,2,3,4]",
+    "task.model.seed": 1, "trainer.train_steps": 60, "trainer.max_to_keep": 100})
 
 
 class DataTest(tf.test.TestCase):
@@ -68,21 +65,20 @@ class DataTest(tf.test.TestCase):
     config = vit.ViTFineTuningTask()
     config.train_data.tfds_name = "mnist"
     config.train_data.tfds_data_dir = self.create_tempdir().full_path
-    with self.assertRaisesRegex(ValueError, "'mnist' is not prepared under"):
+    with self.assertRaisesRegex(ValueError, "'mnist' is not prepared"):
       vit.check_config(config)
 
 
 class TrainingTest(tf.test.TestCase):
-  """A pre-training run (Adam, digits 0-4) whose backbone the other runs load."""
+  """A pre-training run (Adam, digits 0-4, on one device) whose backbone the
+  other runs load."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.dir = tempfile.mkdtemp()
     cls.pretrained = os.path.join(cls.dir, "pretrain")
-    _run(cls.pretrained, "train", pt.ADAM, **{
-        "task.train_data.classes": "[0,1,2,3,4]", "task.validation_data.classes": "[0,1,2,3,4]",
-        "task.model.seed": 1, "trainer.train_steps": 60})
+    cls.pretraining_strategy, _ = pt.run(cls.pretrained, "train", PRETRAINING)
 
   @classmethod
   def tearDownClass(cls):
@@ -106,7 +102,7 @@ class TrainingTest(tf.test.TestCase):
 
   def test_fine_tuning_with_mnemosyne_lowers_the_loss_and_reports_eval_metrics(self):
     model_dir = os.path.join(self.dir, "finetune")
-    _run(model_dir, "train_and_eval", **{
+    pt.run(model_dir, "train_and_eval", pt.TINY, **{
         "task.init_checkpoint": self.pretrained, "trainer.train_steps": 40,
         "trainer.validation_interval": 40})
     losses = [loss for _, loss in figures.read_scalars(os.path.join(model_dir, "train"))
@@ -120,7 +116,7 @@ class TrainingTest(tf.test.TestCase):
 
     # --mode=eval evaluates the latest checkpoint again and writes no checkpoint.
     checkpoints = sorted(os.listdir(model_dir))
-    _run(model_dir, "eval", **{"task.init_checkpoint": self.pretrained})
+    pt.run(model_dir, "eval", pt.TINY, **{"task.init_checkpoint": self.pretrained})
     self.assertEqual(sorted(os.listdir(model_dir)), checkpoints)
     again = figures.read_scalars(os.path.join(model_dir, "validation"))["accuracy"]
     self.assertEqual(again[-1], validation["accuracy"][0])
@@ -128,16 +124,16 @@ class TrainingTest(tf.test.TestCase):
   def test_mirrored_on_two_logical_cpus_trains_like_one_device(self):
     if testing.use_logical_cpus(2) < 2:
       self.skipTest("needs two logical CPUs")
-    finals = {}
-    for strategy in ("default", "mirrored"):
-      model_dir = os.path.join(self.dir, strategy)
-      name = _run(model_dir, "train", pt.ADAM, **{
-          "task.init_checkpoint": self.pretrained, "trainer.train_steps": 20,
-          "runtime.distribution_strategy": strategy})
-      self.assertEqual(name, strategy)
-      finals[strategy] = pt.checkpoint_values(tf.train.latest_checkpoint(model_dir))
+    # The first 20 steps of the pre-training, again under MirroredStrategy.
+    model_dir = os.path.join(self.dir, "mirrored")
+    name, _ = pt.run(model_dir, "train", PRETRAINING, **{
+        "trainer.train_steps": 20, "runtime.distribution_strategy": "mirrored"})
+    self.assertEqual((self.pretraining_strategy, name), ("default", "mirrored"))
+    mirrored = pt.checkpoint_values(tf.train.latest_checkpoint(model_dir))
+    one_device = pt.checkpoint_values(os.path.join(self.pretrained, "ckpt-20"))
+    self.assertEqual(pt.step_of(os.path.join(self.pretrained, "ckpt-20")), 20)
     # Adam moves each weight by about 3e-3 a step; the sums differ in order only.
-    self.assertLess(pt.max_difference(finals["default"], finals["mirrored"]), 1e-4)
+    self.assertLess(pt.max_difference(one_device, mirrored), 1e-4)
 
 
 if __name__ == "__main__":
