@@ -24,8 +24,6 @@ next-sentence loss and accuracy.
 import dataclasses
 import os
 
-import tensorflow as tf
-
 from official.core import config_definitions as cfg
 from official.core import exp_factory
 from official.core import task_factory
@@ -36,6 +34,7 @@ from official.nlp.data import pretrain_dataloader
 from official.nlp.tasks import masked_lm
 
 from pipelines import common
+from pipelines import sources
 from pipelines import text_data
 
 EXPERIMENT = "mnemosyne/bert_pretraining"
@@ -92,11 +91,6 @@ def data_spec(config: BertPretrainingConfig) -> text_data.BertDataSpec:
       validation_fraction=text.validation_fraction, seed=text.seed)
 
 
-def _missing_patterns(input_path: str):
-  """The comma-separated patterns of `input_path` that match no file."""
-  return [p for p in input_path.split(",") if p and not tf.io.gfile.glob(p)]
-
-
 def check_config(config: BertPretrainingConfig, logging_dir: str = "") -> None:
   """Raises ValueError listing every problem of `config` (nothing is read or
   written but the existence of input files)."""
@@ -140,7 +134,7 @@ def check_config(config: BertPretrainingConfig, logging_dir: str = "") -> None:
       problems.append("set task.train_data.input_path (TFRecords) or "
                       "task.text_data.corpus (raw text to prepare)")
     for name, data in (("train_data", train), ("validation_data", validation)):
-      missing = _missing_patterns(data.input_path)
+      missing = sources.unmatched_patterns(data.input_path)
       if missing:
         problems.append(f"task.{name}.input_path: no file matches {missing}")
   if problems:
@@ -160,6 +154,7 @@ class BertPretrainingTask(masked_lm.MaskedLMTask):
     check_config(params, logging_dir or "")
     super().__init__(params, logging_dir=logging_dir, name=name)
     self._prepared_dir = None
+    self.data_metadata = {}  # of the prepared records, if any
     if params.text_data.corpus:
       self._prepared_dir = (params.text_data.output_dir
                             or os.path.join(logging_dir, DATA_SUBDIR))

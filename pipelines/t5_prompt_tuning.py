@@ -35,7 +35,6 @@ prompt that selects the task.
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 import time
 from typing import List, Optional
@@ -53,6 +52,7 @@ from official.modeling import hyperparams
 from official.nlp.modeling.models import t5
 
 from pipelines import common
+from pipelines import sources
 from pipelines import text_data
 
 EXPERIMENT = "mnemosyne/t5_prompt_tuning"
@@ -172,29 +172,22 @@ def build_transformer(config: T5ModelConfig) -> t5.T5Transformer:
   return t5.T5Transformer(config.transformer_params(), name="t5")
 
 
-def checkpoint_prefix(path: str) -> str:
-  """The checkpoint file prefix `path` names (a prefix, or a directory's latest).
-
-  Raises:
-    ValueError: no checkpoint there.
-  """
-  if tf.io.gfile.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if latest:
-      return latest
-  elif tf.io.gfile.exists(path + ".index"):
-    return path
-  raise ValueError(f"no T5 checkpoint at {path!r} (a checkpoint prefix or a "
-                   "directory with a 'checkpoint' file)")
+def _no_checkpoint(path: str) -> str:
+  return (f"no T5 checkpoint at {path!r} (a checkpoint prefix or a directory with "
+          "a 'checkpoint' file)")
 
 
 def restore_frozen(transformer: t5.T5Transformer, path: str) -> None:
-  """Loads every variable of `transformer` from the checkpoint at `path`.
+  """Loads every variable of `transformer` from the checkpoint at `path` (a
+  prefix, or a directory: its latest checkpoint).
 
   Raises:
-    ValueError: a variable is missing there or has another shape.
+    ValueError: no checkpoint there, or a variable is missing there or has
+      another shape.
   """
-  prefix = checkpoint_prefix(path)
+  prefix = sources.checkpoint_prefix(path)
+  if prefix is None:
+    raise ValueError(_no_checkpoint(path))
   try:
     status = tf.train.Checkpoint(**transformer.checkpoint_items).read(prefix)
     status.expect_partial().assert_existing_objects_matched()
@@ -350,22 +343,30 @@ def _pretrain(config: T5PromptTuningConfig, tokenizer, train_pairs, eval_pairs):
   for _ in range(offline.pretrain_steps):
     index = rng.randint(0, count, offline.pretrain_batch_size)
     losses.append(float(step({k: tf.gather(v, index) for k, v in train.items()})))
+  record = {"steps": offline.pretrain_steps, "seconds": round(time.time() - start, 1),
+            "train_loss_first_last": ([losses[0], float(np.mean(losses[-10:]))]
+                                      if losses else []),
+            "eval_examples": len(eval_pairs)}
+  record.update(_evaluate_frozen(transformer, evaluation))
+  return transformer, record
+
+
+def _evaluate_frozen(transformer: t5.T5Transformer, evaluation: dict,
+                     batch_size: int = 256) -> dict:
+  """Token cross-entropy and token accuracy of `transformer` over the
+  `model_inputs` arrays `evaluation` (teacher forcing, no dropout)."""
   sums = np.zeros(3)  # cross-entropy, right tokens, tokens
-  for first in range(0, len(eval_pairs), 256):
-    batch = {k: v[first:first + 256] for k, v in evaluation.items()}
+  count = int(evaluation["encoder_input_tokens"].shape[0])
+  for first in range(0, count, batch_size):
+    batch = {k: v[first:first + batch_size] for k, v in evaluation.items()}
     logits = transformer(**batch, training=False)["logits"]  # [B, Lt, V]
-    targets = batch["decoder_target_tokens"]
+    targets = batch["decoder_target_tokens"]  # [B, Lt]
     weights = tf.cast(targets != PAD_ID, tf.float32)
     tokens = tf.reduce_sum(weights)
     hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == targets, tf.float32)
     sums += [float(sequence_loss(targets, logits) * tokens),
              float(tf.reduce_sum(hits * weights)), float(tokens)]
-  record = {
-      "steps": offline.pretrain_steps, "seconds": round(time.time() - start, 1),
-      "train_loss_first_last": [losses[0], float(np.mean(losses[-10:]))],
-      "eval_examples": len(eval_pairs), "eval_loss": sums[0] / sums[2],
-      "eval_token_accuracy": sums[1] / sums[2]}
-  return transformer, record
+  return {"eval_loss": sums[0] / sums[2], "eval_token_accuracy": sums[1] / sums[2]}
 
 
 def _offline_metadata(config: T5PromptTuningConfig, fingerprint: str) -> dict:
@@ -387,47 +388,46 @@ def prepare_offline(config: T5PromptTuningConfig, output_dir: str) -> dict:
   validation.tfrecord) and, unless `config.frozen_model` names one, a
   SentencePiece model (spm.model, vocabulary = the model's vocab_size) and a
   pre-trained frozen model (frozen/); returns metadata.json's content with
-  the paths. Reused as is when it exists for the same text and settings."""
+  the paths. Reused as is when it exists for the same text and settings.
+  Every example is made (and a task with none that fits refused) before the
+  first file is written."""
   offline = config.offline
   documents = text_data.load_corpus(offline.corpus, offline.tfds_data_dir or None)
   metadata = _offline_metadata(config, text_data.corpus_fingerprint(documents))
-  path = os.path.join(output_dir, "metadata.json")
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      existing = json.load(f)
-    if {k: existing.get(k) for k in metadata} == metadata:
-      return existing
-  train_docs, eval_docs = text_data.split_documents(
-      documents, offline.validation_fraction, offline.seed)
+  existing = text_data.reusable_metadata(output_dir, metadata)
+  if existing:
+    return existing
+  splits = dict(zip(("train", "validation"), text_data.split_documents(
+      documents, offline.validation_fraction, offline.seed)))
   pretrain = not config.frozen_model.checkpoint
-  if pretrain:
-    spm = text_data.train_sentencepiece(train_docs, config.model.vocab_size)
-    metadata["sentencepiece_model"] = os.path.join(output_dir, "spm.model")
-    text_data.write_bytes(spm, metadata["sentencepiece_model"])
-  else:
-    spm = text_data.read_bytes(config.frozen_model.sentencepiece_model)
+  spm = (text_data.train_sentencepiece(splits["train"], config.model.vocab_size) if pretrain
+         else text_data.read_bytes(config.frozen_model.sentencepiece_model))
   tokenizer = text_data.sentencepiece_tokenizer(spm)
   lengths = (config.train_data.input_length, config.train_data.target_length)
+
+  def fitting(split, tasks, prefixed):
+    """The pairs of `tasks` on a split that fit the lengths; ValueError if none."""
+    pairs = [pair for task in tasks for pair in _fitting_pairs(text_data.text_to_text_pairs(
+        splits[split], task, offline.words, prefix=f"{task}: " if prefixed else ""),
+        tokenizer, *lengths)]
+    return _nonempty(pairs, f"{split} {'pre-training' if prefixed else tasks[0]}")
+
+  task_pairs = {split: fitting(split, [offline.task], False) for split in splits}
+  mixtures = [fitting(split, offline.pretrain_tasks, True) for split in splits] if pretrain else []
+
+  text_data.remove_metadata(output_dir)
   metadata["examples"] = {}
-  for name, docs in (("train", train_docs), ("validation", eval_docs)):
-    pairs = _nonempty(_fitting_pairs(
-        text_data.text_to_text_pairs(docs, offline.task, offline.words), tokenizer,
-        *lengths), f"{name} {offline.task}")
-    metadata[name] = os.path.join(output_dir, f"{name}.tfrecord")
-    text_data.write_text_pairs(pairs, metadata[name])
-    metadata["examples"][name] = len(pairs)
+  for split, pairs in task_pairs.items():
+    metadata[split] = os.path.join(output_dir, f"{split}.tfrecord")
+    text_data.write_text_pairs(pairs, metadata[split])
+    metadata["examples"][split] = len(pairs)
   if pretrain:
-    mixtures = [_nonempty([pair for task in offline.pretrain_tasks for pair in _fitting_pairs(
-        text_data.text_to_text_pairs(docs, task, offline.words, prefix=f"{task}: "),
-        tokenizer, *lengths)], f"{split} pre-training") for split, docs in (
-            ("train", train_docs), ("validation", eval_docs))]
+    metadata["sentencepiece_model"] = os.path.join(output_dir, "spm.model")
+    text_data.write_bytes(spm, metadata["sentencepiece_model"])
     transformer, metadata["pretraining"] = _pretrain(config, tokenizer, *mixtures)
-    prefix = os.path.join(output_dir, "frozen", "t5")
-    metadata["checkpoint"] = tf.train.Checkpoint(
-        **transformer.checkpoint_items).write(prefix)
-  # Metadata last: its presence marks a complete directory.
-  with tf.io.gfile.GFile(path, "w") as f:
-    json.dump(metadata, f, indent=1, sort_keys=True)
+    metadata["checkpoint"] = tf.train.Checkpoint(**transformer.checkpoint_items).write(
+        os.path.join(output_dir, "frozen", "t5"))
+  text_data.write_metadata(metadata, output_dir)
   return metadata
 
 
@@ -439,17 +439,23 @@ def _has_input(data: TextToTextDataConfig) -> bool:
 def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
   """Raises ValueError listing every problem of `config` (nothing is written;
   only input paths, checkpoints and a given SentencePiece model are read)."""
+  problems = (_frozen_model_problems(config) + _offline_problems(config, logging_dir)
+              + _prompt_problems(config) + _data_problems(config))
+  if problems:
+    raise ValueError(f"{EXPERIMENT}: invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _frozen_model_problems(config: T5PromptTuningConfig) -> List[str]:
+  """A given frozen model: both paths, a checkpoint there, a SentencePiece model
+  that fits the vocabulary."""
   problems = []
-  frozen, offline, prompt = config.frozen_model, config.offline, config.prompt
+  frozen = config.frozen_model
   if bool(frozen.checkpoint) != bool(frozen.sentencepiece_model):
     problems.append("task.frozen_model.checkpoint and task.frozen_model."
                     "sentencepiece_model go together (give both, or neither to "
                     "pre-train a demo model on task.offline.corpus)")
-  if frozen.checkpoint:
-    try:
-      checkpoint_prefix(frozen.checkpoint)
-    except ValueError as e:
-      problems.append(f"task.frozen_model.checkpoint: {e}")
+  if frozen.checkpoint and sources.checkpoint_prefix(frozen.checkpoint) is None:
+    problems.append(f"task.frozen_model.checkpoint: {_no_checkpoint(frozen.checkpoint)}")
   if frozen.sentencepiece_model:
     if not tf.io.gfile.exists(frozen.sentencepiece_model):
       problems.append("task.frozen_model.sentencepiece_model: no file "
@@ -461,6 +467,14 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
         problems.append(f"task.frozen_model.sentencepiece_model: the SentencePiece model "
                         f"has {pieces} pieces, more than task.model.vocab_size "
                         f"({config.model.vocab_size})")
+  return problems
+
+
+def _offline_problems(config: T5PromptTuningConfig, logging_dir: str) -> List[str]:
+  """Without a corpus: a frozen model and data must be given. With one: a
+  valid spec, tasks and sizes, and somewhere to write."""
+  problems = []
+  frozen, offline = config.frozen_model, config.offline
   if not offline.corpus:
     if not frozen.checkpoint and not frozen.sentencepiece_model:
       problems.append("task.frozen_model is empty: give its checkpoint and "
@@ -470,23 +484,30 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
       if not _has_input(getattr(config, name)):
         problems.append(f"task.{name} has no input_path or tfds_name: set one, or "
                         "task.offline.corpus for the offline task")
-  if offline.corpus:
-    try:
-      text_data.parse_corpus_spec(offline.corpus)
-    except ValueError as e:
-      problems.append(f"task.offline.corpus: {e}")
-    if offline.task not in text_data.TEXT_TO_TEXT_TASKS:
-      problems.append(f"task.offline.task must be one of "
-                      f"{sorted(text_data.TEXT_TO_TEXT_TASKS)}, got {offline.task!r}")
-    unknown = set(offline.pretrain_tasks) - set(text_data.TEXT_TO_TEXT_TASKS)
-    if unknown:
-      problems.append(f"task.offline.pretrain_tasks: unknown {sorted(unknown)}")
-    if offline.words < 1 or offline.pretrain_steps < 0 or offline.pretrain_batch_size < 1:
-      problems.append("task.offline: words and pretrain_batch_size must be >= 1, "
-                      "pretrain_steps >= 0")
-    if not (offline.output_dir or logging_dir):
-      problems.append("task.offline.output_dir is empty and there is no model_dir "
-                      "to put the prepared files in")
+    return problems
+  try:
+    text_data.parse_corpus_spec(offline.corpus)
+  except ValueError as e:
+    problems.append(f"task.offline.corpus: {e}")
+  if offline.task not in text_data.TEXT_TO_TEXT_TASKS:
+    problems.append(f"task.offline.task must be one of "
+                    f"{sorted(text_data.TEXT_TO_TEXT_TASKS)}, got {offline.task!r}")
+  unknown = set(offline.pretrain_tasks) - set(text_data.TEXT_TO_TEXT_TASKS)
+  if unknown:
+    problems.append(f"task.offline.pretrain_tasks: unknown {sorted(unknown)}")
+  if offline.words < 1 or offline.pretrain_steps < 0 or offline.pretrain_batch_size < 1:
+    problems.append("task.offline: words and pretrain_batch_size must be >= 1, "
+                    "pretrain_steps >= 0")
+  if not (offline.output_dir or logging_dir):
+    problems.append("task.offline.output_dir is empty and there is no model_dir "
+                    "to put the prepared files in")
+  return problems
+
+
+def _prompt_problems(config: T5PromptTuningConfig) -> List[str]:
+  """A positive length and a known initialization that can draw its ids."""
+  problems = []
+  prompt = config.prompt
   if prompt.length < 1:
     problems.append(f"task.prompt.length must be >= 1, got {prompt.length}")
   if prompt.init not in PROMPT_INITS:
@@ -494,26 +515,31 @@ def check_config(config: T5PromptTuningConfig, logging_dir: str = "") -> None:
   if prompt.init == "vocab" and min(prompt.init_vocab_limit, config.model.vocab_size) <= 3:
     problems.append("task.prompt.init_vocab_limit and task.model.vocab_size must "
                     "exceed 3 for init 'vocab'")
+  return problems
+
+
+def _data_problems(config: T5PromptTuningConfig) -> List[str]:
+  """Lengths, existing records, prepared TFDS datasets, and train and
+  validation lengths that agree."""
+  problems = []
   for name in ("train_data", "validation_data"):
     data = getattr(config, name)
     if data.input_length < 2 or data.target_length < 2:
       problems.append(f"task.{name}: input_length and target_length must be >= 2")
-    missing = [p for p in str(data.input_path).split(",")
-               if p and not tf.io.gfile.glob(p)]
+    missing = sources.unmatched_patterns(data.input_path)
     if missing:
       problems.append(f"task.{name}.input_path: no file matches {missing}")
     if data.tfds_name and not data.input_path:
       try:
-        text_data.tfds_builder(data.tfds_name, data.tfds_data_dir,
-                               [data.input_feature, data.target_feature])
+        sources.tfds_builder(data.tfds_name, data.tfds_data_dir,
+                             [data.input_feature, data.target_feature])
       except ValueError as e:
         problems.append(f"task.{name}.tfds_name: {e}")
   if (config.train_data.input_length, config.train_data.target_length) != (
       config.validation_data.input_length, config.validation_data.target_length):
     problems.append("task.train_data and task.validation_data must have the same "
                     "input_length and target_length")
-  if problems:
-    raise ValueError(f"{EXPERIMENT}: invalid config:\n  - " + "\n  - ".join(problems))
+  return problems
 
 
 # ---------------------------------------------------------------- task
@@ -539,10 +565,6 @@ class T5PromptTuningTask(base_task.Task):
     self._sentencepiece = text_data.read_bytes(
         params.frozen_model.sentencepiece_model
         or self.offline_metadata["sentencepiece_model"])
-
-  @property
-  def frozen_checkpoint(self) -> str:
-    return self._checkpoint
 
   def build_model(self) -> SoftPromptT5:
     transformer = build_transformer(self.task_config.model)

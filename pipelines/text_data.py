@@ -40,6 +40,7 @@ import json
 import os
 import random
 import re
+import uuid
 from typing import List, Sequence, Tuple
 
 import tensorflow as tf
@@ -47,6 +48,8 @@ import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
 from official.nlp.data import create_pretraining_data
+
+from pipelines import sources
 
 Document = List[str]  # sentences
 
@@ -108,30 +111,6 @@ def read_text_files(patterns: Sequence[str]) -> List[Document]:
   return [d for d in documents if d]
 
 
-def tfds_builder(name: str, data_dir: str = None, features: Sequence[str] = (),
-                 need_prepared: bool = True):
-  """The TFDS builder of `name`, checked: it has `features` and (if
-  `need_prepared`) its data is prepared in `data_dir`.
-
-  Raises:
-    ValueError: the name is unknown, a feature is missing, or the data is not
-      prepared.
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except Exception as e:  # tfds raises several types for an unknown name
-    raise ValueError(f"unknown TFDS dataset {name!r}: {e}") from e
-  missing = [f for f in features if f not in builder.info.features]
-  if missing:
-    raise ValueError(f"TFDS dataset {name!r} has no feature {missing}; it has "
-                     f"{sorted(builder.info.features)}")
-  if need_prepared and not builder.is_prepared():
-    raise ValueError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; "
-                     "prepare it there first (downloading needs the internet)")
-  return builder
-
-
 def tfds_documents(name: str, split: str = "train", feature: str = "text",
                    data_dir: str = None, download: bool = False,
                    max_documents: int = None) -> List[Document]:
@@ -143,7 +122,8 @@ def tfds_documents(name: str, split: str = "train", feature: str = "text",
       or has no string feature `feature`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds_builder(name, data_dir, features=[feature], need_prepared=not download)
+  builder = sources.tfds_builder(name, data_dir, features=[feature],
+                                 need_prepared=not download)
   if not builder.is_prepared():
     builder.download_and_prepare()
   dataset = builder.as_dataset(split=split)
@@ -221,11 +201,12 @@ def build_wordpiece_vocab(documents: Sequence[Document], vocab_size: int,
 
 
 def write_vocab(vocab: Sequence[str], path: str) -> None:
-  with tf.io.gfile.GFile(path, "w") as f:
-    f.write("".join(token + "\n" for token in vocab))
+  """One token a line (the id is the line number)."""
+  write_bytes("".join(token + "\n" for token in vocab).encode("utf-8"), path)
 
 
 def read_vocab(path: str) -> List[str]:
+  """The tokens of a vocabulary file, in id order."""
   with tf.io.gfile.GFile(path, "r") as f:
     return [line.rstrip("\n") for line in f]
 
@@ -379,14 +360,14 @@ def write_bert_pretraining_data(documents: Sequence[Document], output_dir: str,
               "given_vocab_sha256": (None if vocab is None
                                      else corpus_fingerprint([vocab])),
               "spec": dataclasses.asdict(spec)}
-  existing = read_bert_metadata(output_dir)
-  if existing and {k: existing.get(k) for k in metadata} == metadata:
+  existing = reusable_metadata(output_dir, metadata)
+  if existing:
     return existing
+  remove_metadata(output_dir)
   train_docs, validation_docs = split_documents(documents, spec.validation_fraction,
                                                 spec.seed)
   if vocab is None:
     vocab = build_wordpiece_vocab(train_docs, spec.vocab_size, spec.lower_case)
-  tf.io.gfile.makedirs(output_dir)
   vocab_path = os.path.join(output_dir, VOCAB)
   write_vocab(vocab, vocab_path)
   tokenizer = bert_tokenizer(vocab_path, spec.lower_case)
@@ -394,27 +375,52 @@ def write_bert_pretraining_data(documents: Sequence[Document], output_dir: str,
   counts = {}
   for name, docs in ((TRAIN_RECORDS, train_docs), (VALIDATION_RECORDS, validation_docs)):
     instances = _instances(tokenize_documents(docs, tokenizer, vocab), spec, vocab, rng)
+    path = os.path.join(output_dir, name)
+    temporary = _temporary_path(path)
     create_pretraining_data.write_instance_to_example_files(
         instances, _VocabIds(vocab), spec.seq_length, spec.max_predictions_per_seq,
-        [os.path.join(output_dir, name)], gzip_compress=False,
-        use_v2_feature_names=spec.use_v2_feature_names)
+        [temporary], gzip_compress=False, use_v2_feature_names=spec.use_v2_feature_names)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
     counts[name] = len(instances)
   metadata.update(vocab_size=len(vocab), examples=counts,
                   documents={TRAIN_RECORDS: len(train_docs),
                              VALIDATION_RECORDS: len(validation_docs)})
-  # Metadata last: its presence marks a complete directory.
-  with tf.io.gfile.GFile(os.path.join(output_dir, METADATA), "w") as f:
-    json.dump(metadata, f, indent=1, sort_keys=True)
+  write_metadata(metadata, output_dir)
   return metadata
 
 
-def read_bert_metadata(output_dir: str) -> dict:
-  """The metadata of prepared BERT data, or {} if there is none."""
+# ---------------------------------------------------------------- prepared directories
+# A prepared directory holds its files and METADATA, written last: its presence
+# marks a complete directory, and its content says what the files are a
+# function of, so that a run with the same inputs reuses them.
+def read_metadata(output_dir: str) -> dict:
+  """METADATA of a prepared directory, or {} if there is none."""
   path = os.path.join(output_dir, METADATA)
   if not tf.io.gfile.exists(path):
     return {}
   with tf.io.gfile.GFile(path, "r") as f:
     return json.load(f)
+
+
+def reusable_metadata(output_dir: str, inputs: dict) -> dict:
+  """The METADATA of `output_dir` if it was prepared from `inputs` (every key
+  of `inputs` has the same value there), else {}."""
+  existing = read_metadata(output_dir)
+  return existing if existing and all(existing.get(k) == v for k, v in inputs.items()) else {}
+
+
+def remove_metadata(output_dir: str) -> None:
+  """Marks `output_dir` incomplete before its files are rewritten (a run that
+  fails half-way must not leave the old METADATA describing new files)."""
+  path = os.path.join(output_dir, METADATA)
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
+
+
+def write_metadata(metadata: dict, output_dir: str) -> None:
+  """Writes METADATA (last, after every file it describes)."""
+  write_bytes(json.dumps(metadata, indent=1, sort_keys=True).encode("utf-8"),
+              os.path.join(output_dir, METADATA))
 
 
 # ---------------------------------------------------------------- text-to-text / T5
@@ -454,8 +460,7 @@ def text_to_text_pairs(documents: Sequence[Document], task: str, words: int,
 def write_text_pairs(pairs: Sequence[Tuple[str, str]], path: str) -> None:
   """A TFRecord of tf.Examples with string features "inputs" and "targets"
   (written through a temporary file)."""
-  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-  temporary = path + ".tmp"
+  temporary = _temporary_path(path)
   with tf.io.TFRecordWriter(temporary) as writer:
     for pair in pairs:
       example = tf.train.Example(features=tf.train.Features(feature={
@@ -499,8 +504,15 @@ def read_bytes(path: str) -> bytes:
 
 def write_bytes(data: bytes, path: str) -> None:
   """Writes `data` to `path` through a temporary file (never a partial file)."""
-  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-  temporary = path + ".tmp"
+  temporary = _temporary_path(path)
   with tf.io.gfile.GFile(temporary, "wb") as f:
     f.write(data)
   tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _temporary_path(path: str) -> str:
+  """A name beside `path` that no other writer uses (its directory is made):
+  concurrent writers of the same file (several workers preparing the same
+  data) each rename a complete file into place."""
+  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+  return f"{path}.tmp-{uuid.uuid4().hex}"

@@ -139,7 +139,8 @@ def prepare(experiment, mode, model_dir, config_files=None, params_override=None
 
 
 def run(params, strategy, task, mode: str, model_dir: str):
-  """Trains and/or evaluates; returns (model, eval logs of the last evaluation)."""
+  """Trains and/or evaluates as official's runner does; returns its (model,
+  logs) (the logs are empty: evaluations go to the summaries)."""
   if "train" in mode:
     train_utils.serialize_config(params, model_dir)
   runner = preemption.PreemptibleExperimentRunner(
@@ -149,6 +150,7 @@ def run(params, strategy, task, mode: str, model_dir: str):
 
 
 def main(argv):
+  """The command: checks everything, then runs; a bad run exits with its message."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:

@@ -41,6 +41,7 @@ from official.vision.modeling.backbones.vit_specs import VIT_SPECS
 
 from mnemosyne_tf import digits
 from pipelines import common
+from pipelines import sources
 
 EXPERIMENT = "mnemosyne/vit_finetuning"
 DIGIT_CLASSES = 10
@@ -128,13 +129,6 @@ def backbone_config(model: ViTClassifierModel) -> backbones.VisionTransformer:
   return config
 
 
-def resolve_checkpoint(path: str) -> Optional[str]:
-  """A checkpoint prefix for a file prefix or a directory; None if there is none."""
-  if tf.io.gfile.isdir(path):
-    return tf.train.latest_checkpoint(path)
-  return path if tf.io.gfile.exists(path + ".index") else None
-
-
 def check_config(config: ViTFineTuningTask) -> None:
   """Raises ValueError naming every problem of `config` (before any state is written)."""
   problems = []
@@ -155,7 +149,7 @@ def check_config(config: ViTFineTuningTask) -> None:
     problems.append(f"task.model.num_classes must be positive, got {model.num_classes}")
   for field in ("train_data", "validation_data"):
     problems += _data_problems(field, getattr(config, field), model)
-  if config.init_checkpoint and resolve_checkpoint(config.init_checkpoint) is None:
+  if config.init_checkpoint and sources.checkpoint_prefix(config.init_checkpoint) is None:
     problems.append(f"task.init_checkpoint {config.init_checkpoint!r}: no checkpoint there "
                     "(a checkpoint prefix with a .index file, or a directory holding one)")
   if problems:
@@ -184,14 +178,10 @@ def _data_problems(field: str, data: ImageData, model: ViTClassifierModel) -> Li
 
 def _tfds_problems(field: str, data: ImageData, model: ViTClassifierModel) -> List[str]:
   """Whether a TFDS dataset is prepared and fits the model."""
-  import tensorflow_datasets as tfds  # only for TFDS runs: a slow import
   try:
-    builder = tfds.builder(data.tfds_name, data_dir=data.tfds_data_dir or None)
-  except Exception as e:  # tfds raises several types for unknown names
-    return [f"task.{field}.tfds_name {data.tfds_name!r}: {e}"]
-  if not tf.io.gfile.exists(builder.data_dir):
-    return [f"task.{field}.tfds_name {data.tfds_name!r} is not prepared under "
-            f"{builder.data_dir!r} (set tfds_data_dir, or download_and_prepare it first)"]
+    builder = sources.tfds_builder(data.tfds_name, data.tfds_data_dir, ("image", "label"))
+  except ValueError as e:
+    return [f"task.{field}.tfds_name: {e} (or set task.{field}.tfds_data_dir)"]
   problems = []
   try:
     builder.info.splits[data.tfds_split]
@@ -276,7 +266,7 @@ class ViTFineTuning(base_task.Task):
     if not self.task_config.init_checkpoint:
       logging.info("No init_checkpoint: the backbone starts from its random init.")
       return
-    path = resolve_checkpoint(self.task_config.init_checkpoint)
+    path = sources.checkpoint_prefix(self.task_config.init_checkpoint)
     status = tf.train.Checkpoint(backbone=model.backbone).read(path)
     status.expect_partial().assert_existing_objects_matched()
     logging.info("Loaded the backbone from %s.", path)
@@ -334,9 +324,10 @@ class ViTFineTuning(base_task.Task):
                          drop_remainder=params.is_training or params.drop_remainder)
 
   def build_losses(self, labels, model_outputs, aux_losses=None) -> tf.Tensor:
-    """Mean cross-entropy of logits [b, K] against labels [b], plus aux losses."""
+    """Mean cross-entropy of logits [b, K] against labels [b], plus aux losses;
+    in float32 whatever the compute dtype (bfloat16 logits on TPU)."""
     loss = tf.reduce_mean(tf_keras.losses.sparse_categorical_crossentropy(
-        labels, model_outputs, from_logits=True))
+        labels, tf.cast(model_outputs, tf.float32), from_logits=True))
     if aux_losses:
       loss += tf.add_n(aux_losses)
     return loss
