@@ -43,6 +43,14 @@ class ExperimentConfigsTest(tf.test.TestCase):
             exp_factory.get_exp_config(experiment), dumped, is_strict=True)
         self.assertEqual(again.as_dict(), params.as_dict())
 
+  def test_every_training_input_is_seeded(self):
+    # A resumed run skips the batches it consumed: only a seeded input order
+    # gives it the batches an uninterrupted run would see.
+    for path in sorted(glob.glob(os.path.join(CONFIGS, "*.yaml"))):
+      with self.subTest(os.path.basename(path)):
+        params = train.parse_config(experiment_of(path), [path])
+        self.assertIsNotNone(params.task.train_data.seed)
+
   def test_every_experiment_has_a_tiny_config(self):
     for experiment in EXPERIMENTS.values():
       tiny = os.path.join(CONFIGS, experiment.split("/")[1] + "_tiny.yaml")
