@@ -102,6 +102,9 @@ class JobSpecTest(tf.test.TestCase, parameterized.TestCase):
        "must be a path inside --source_dir"),
       ("unknown_experiment", dict(experiment="nope/x"), "unknown experiment"),
       ("bad_override", dict(params_override="task.nope=1"), "nope"),
+      ("strategy_that_is_not_tpu",
+       dict(params_override="runtime.distribution_strategy=mirrored"),
+       "--tpu=local is given but the distribution strategy is 'mirrored'"),
   )
   def test_bad_jobs_are_refused(self, change, message):
     with self.assertRaisesRegex(ValueError, message):

@@ -36,6 +36,7 @@ from absl import flags
 import tensorflow as tf
 
 from pipelines import train
+from tpu import strategy as strategy_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +104,8 @@ class TpuJob:
 
 
 def check(job: TpuJob) -> None:
-  """ValueError naming every problem; parses the experiment config as the run will."""
+  """ValueError naming every problem; parses the experiment config as the run
+  will, and checks that its strategy can run on the TPU."""
   problems = []
   for name in ("experiment", "mode", "model_dir", "tpu_name", "zone", "accelerator_type"):
     if not getattr(job, name):
@@ -127,8 +129,11 @@ def check(job: TpuJob) -> None:
                       "(it is copied to the workers with the repository)")
   if problems:
     raise ValueError("\n  ".join(["invalid TPU job:"] + problems))
-  train.parse_config(job.experiment, [os.path.join(job.source_dir, p) for p in job.config_files],
-                     job.params_override, tpu="local")
+  tpu = train_command(job)[-1].split("=", 1)[1]
+  params = train.parse_config(
+      job.experiment, [os.path.join(job.source_dir, p) for p in job.config_files],
+      job.params_override, tpu=tpu)
+  strategy_lib.choose(params.runtime.distribution_strategy, tpu)
 
 
 def train_command(job: TpuJob) -> List[str]:
