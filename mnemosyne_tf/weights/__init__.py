@@ -27,9 +27,12 @@ SHIPPED = {
     # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
     # LearnedOptimizer(weights="lstm_v1").
     "lstm_v1": "lstm_v1.npz",
+    # Tensor-wise Mnemosyne (HPE + CAM + SPE), from configs/meta/tensor_v1.yaml
+    # (see tensor_v1.md): the default of Mnemosyne(mode="tensor").
+    "tensor_v1": "tensor_v1.npz",
 }
 DEFAULT_WEIGHTS = "coordinate_v2"
-DEFAULT_WEIGHTS_BY_MODE = {"coordinate": DEFAULT_WEIGHTS}
+DEFAULT_WEIGHTS_BY_MODE = {"coordinate": DEFAULT_WEIGHTS, "tensor": "tensor_v1"}
 
 
 def resolve(name_or_path: str) -> str:
