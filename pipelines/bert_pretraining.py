@@ -23,6 +23,7 @@ next-sentence loss and accuracy.
 
 import dataclasses
 import os
+from typing import List
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -94,6 +95,16 @@ def data_spec(config: BertPretrainingConfig) -> text_data.BertDataSpec:
 def check_config(config: BertPretrainingConfig, logging_dir: str = "") -> None:
   """Raises ValueError listing every problem of `config` (nothing is read or
   written but the existence of input files)."""
+  problems = _model_problems(config) + (
+      _text_data_problems(config, logging_dir) if config.text_data.corpus
+      else _records_problems(config))
+  if problems:
+    raise ValueError(f"{EXPERIMENT}: invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _model_problems(config: BertPretrainingConfig) -> List[str]:
+  """A BERT encoder whose positions and heads fit the data; train and
+  validation data of the same shape."""
   problems = []
   if config.model.encoder.type != "bert":
     problems.append(f"task.model.encoder.type must be 'bert', got "
@@ -113,32 +124,43 @@ def check_config(config: BertPretrainingConfig, logging_dir: str = "") -> None:
   if train.use_next_sentence_label and "next_sentence" not in heads:
     problems.append("task.train_data.use_next_sentence_label needs a cls_head named "
                     "'next_sentence' in task.model.cls_heads")
-  if config.text_data.corpus:
-    try:
-      text_data.parse_corpus_spec(config.text_data.corpus)
-    except ValueError as e:
-      problems.append(f"task.text_data.corpus: {e}")
-    for name, data in (("train_data", train), ("validation_data", validation)):
-      if data.input_path:
-        problems.append(f"task.text_data.corpus is set, so task.{name}.input_path must "
-                        f"be empty (got {data.input_path!r})")
-    if not (config.text_data.output_dir or logging_dir):
-      problems.append("task.text_data.output_dir is empty and there is no model_dir "
-                      "to put the prepared data in")
-    try:
-      data_spec(config).validate()
-    except ValueError as e:
-      problems.append(f"task.text_data: {e}")
-  else:
-    if not train.input_path:
-      problems.append("set task.train_data.input_path (TFRecords) or "
-                      "task.text_data.corpus (raw text to prepare)")
-    for name, data in (("train_data", train), ("validation_data", validation)):
-      missing = sources.unmatched_patterns(data.input_path)
-      if missing:
-        problems.append(f"task.{name}.input_path: no file matches {missing}")
-  if problems:
-    raise ValueError(f"{EXPERIMENT}: invalid config:\n  - " + "\n  - ".join(problems))
+  return problems
+
+
+def _text_data_problems(config: BertPretrainingConfig, logging_dir: str) -> List[str]:
+  """Raw text to prepare: a corpus spec, no records as well, somewhere to
+  write, and preparation settings that work."""
+  problems = []
+  try:
+    text_data.parse_corpus_spec(config.text_data.corpus)
+  except ValueError as e:
+    problems.append(f"task.text_data.corpus: {e}")
+  for name in ("train_data", "validation_data"):
+    input_path = getattr(config, name).input_path
+    if input_path:
+      problems.append(f"task.text_data.corpus is set, so task.{name}.input_path must "
+                      f"be empty (got {input_path!r})")
+  if not (config.text_data.output_dir or logging_dir):
+    problems.append("task.text_data.output_dir is empty and there is no model_dir "
+                    "to put the prepared data in")
+  try:
+    data_spec(config).validate()
+  except ValueError as e:
+    problems.append(f"task.text_data: {e}")
+  return problems
+
+
+def _records_problems(config: BertPretrainingConfig) -> List[str]:
+  """Prepared TFRecords: training records given, every pattern matching files."""
+  problems = []
+  if not config.train_data.input_path:
+    problems.append("set task.train_data.input_path (TFRecords) or "
+                    "task.text_data.corpus (raw text to prepare)")
+  for name in ("train_data", "validation_data"):
+    missing = sources.unmatched_patterns(getattr(config, name).input_path)
+    if missing:
+      problems.append(f"task.{name}.input_path: no file matches {missing}")
+  return problems
 
 
 @task_factory.register_task_cls(BertPretrainingConfig)

@@ -1,8 +1,6 @@
 """Tests of the pipelines.train driver: bad runs fail at start, a killed run
 resumes exactly, two workers train as one (MultiWorkerMirroredStrategy)."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -10,12 +8,12 @@ import signal
 import tempfile
 import time
 
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import tensorflow as tf
 
 from pipelines import train
 from tests import pipeline_testing as pt
+from tests import testing
 
 STEPS = 40  # the runs' length; checkpoints every 5 steps
 WORKER_STEPS = 20  # the multi-worker run's (its steps are slow on CPU)
@@ -69,16 +67,13 @@ class BadRunsFailAtStartTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_command_line_exits_with_the_message_before_writing(self):
     model_dir = os.path.join(self.create_tempdir().full_path, "run")
-    stdout = io.StringIO()
-    with flagsaver.flagsaver(experiment=pt.EXPERIMENT, mode="train", model_dir=model_dir,
-                             config_file=[pt.TINY_CONFIG],
-                             params_override="task.model.num_classes=3"):
-      with contextlib.redirect_stdout(stdout), self.assertRaises(SystemExit) as exited:
-        train.main(["train"])
-    message = str(exited.exception.code)
+    stdout, exited = testing.run_main(
+        train.main, experiment=pt.EXPERIMENT, mode="train", model_dir=model_dir,
+        config_file=[pt.TINY_CONFIG], params_override="task.model.num_classes=3")
+    message = str(exited.code)
     self.assertStartsWith(message, "pipelines.train: error: invalid mnemosyne/vit_finetuning")
     self.assertIn("task.model.num_classes is 3", message)
-    self.assertEqual(stdout.getvalue(), "")
+    self.assertEqual(stdout, "")
     self.assertFalse(os.path.exists(model_dir))
 
 

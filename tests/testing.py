@@ -1,9 +1,12 @@
-"""Shared test helpers (tiny models, offline data, logical devices)."""
+"""Shared test helpers (tiny models, offline data, logical devices, commands run in-process)."""
 
+import contextlib
+import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from absl.testing import flagsaver  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -48,3 +51,15 @@ def random_gradients(shape, steps: int, seed: int = 0):
   rng = np.random.RandomState(seed)
   scales = 10.0 ** rng.uniform(-3, 1, size=steps)
   return [np.asarray(s * rng.randn(*shape), np.float32) for s in scales]
+
+
+def run_main(main, **flag_values):
+  """Runs an absl command's `main` in this process with these flag values:
+  (what it printed, the SystemExit it raised or None)."""
+  stdout = io.StringIO()
+  with flagsaver.flagsaver(**flag_values), contextlib.redirect_stdout(stdout):
+    try:
+      main(["main"])
+    except SystemExit as exited:
+      return stdout.getvalue(), exited
+  return stdout.getvalue(), None

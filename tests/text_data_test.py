@@ -2,13 +2,10 @@
 loader reads and that decode back to the source text, SentencePiece models,
 text-to-text pairs, determinism and clear errors."""
 
-import contextlib
-import io
 import os
 import re
 import tempfile
 
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -16,6 +13,7 @@ import tensorflow as tf
 from official.nlp.data import pretrain_dataloader
 from pipelines import prepare_text
 from pipelines import text_data
+from tests import testing
 from tests import text_testing
 
 SPEC = text_data.BertDataSpec(vocab_size=300, seq_length=48, max_predictions_per_seq=8,
@@ -201,27 +199,18 @@ class PrepareTextCommandTest(tf.test.TestCase):
   """python -m pipelines.prepare_text: a bad corpus fails before writing; a
   SentencePiece model equals the library's for the same text."""
 
-  def _main(self, **flag_values):
-    """prepare_text.main under these flags: (stdout, SystemExit or None)."""
-    stdout = io.StringIO()
-    with flagsaver.flagsaver(**flag_values), contextlib.redirect_stdout(stdout):
-      try:
-        prepare_text.main(["prepare_text"])
-      except SystemExit as exited:
-        return stdout.getvalue(), exited
-    return stdout.getvalue(), None
-
   def test_command(self):
     directory = self.create_tempdir().full_path
     missing = os.path.join(directory, "missing")
-    _, exited = self._main(kind="bert", input_file="/no/such/*.txt", output_dir=missing)
+    _, exited = testing.run_main(prepare_text.main, kind="bert", input_file="/no/such/*.txt",
+                                 output_dir=missing)
     self.assertEqual(str(exited.code),
                      "pipelines.prepare_text: error: no text file matches '/no/such/*.txt'")
     self.assertFalse(os.path.exists(missing))
 
     corpus = text_testing.small_corpus(directory, topics=6)
-    stdout, exited = self._main(kind="sentencepiece", corpus=corpus, vocab_size=150,
-                                output_dir=directory)
+    stdout, exited = testing.run_main(prepare_text.main, kind="sentencepiece",
+                                      corpus=corpus, vocab_size=150, output_dir=directory)
     self.assertIsNone(exited)
     self.assertStartsWith(stdout, f"pipelines.prepare_text: wrote {directory}")
     with open(os.path.join(directory, "spm.model"), "rb") as f:

@@ -1,17 +1,15 @@
 """Tests of tpu.job_spec: the printed Cloud TPU VM commands (a dry run)."""
 
-import contextlib
 import dataclasses
-import io
 import os
 import shlex
 
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import tensorflow as tf
 
 from pipelines import train
 from tests import pipeline_testing as pt
+from tests import testing
 from tpu import job_spec
 
 CONFIG = "configs/experiments/vit_finetuning_tiny.yaml"
@@ -111,16 +109,10 @@ class JobSpecTest(tf.test.TestCase, parameterized.TestCase):
       job_spec.check(dataclasses.replace(JOB, **change))
 
   def _main(self, **flag_values):
-    """job_spec.main under these flags: (stdout, SystemExit or None)."""
-    stdout = io.StringIO()
-    with flagsaver.flagsaver(experiment=pt.EXPERIMENT, tpu_name="my-tpu", zone="zone-a",
-                             accelerator_type="v4-8", **flag_values):
-      with contextlib.redirect_stdout(stdout):
-        try:
-          job_spec.main(["job_spec"])
-        except SystemExit as exited:
-          return stdout.getvalue(), exited
-    return stdout.getvalue(), None
+    """job_spec.main on a job of my-tpu (v4-8) with these flags: (stdout,
+    SystemExit or None)."""
+    return testing.run_main(job_spec.main, experiment=pt.EXPERIMENT, tpu_name="my-tpu",
+                            zone="zone-a", accelerator_type="v4-8", **flag_values)
 
   def test_command_line(self):
     stdout, exited = self._main(config_file=[CONFIG], model_dir="gs://bucket/vit")
