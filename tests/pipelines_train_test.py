@@ -15,7 +15,7 @@ from pipelines import train
 from tests import pipeline_testing as pt
 from tests import testing
 
-STEPS = 40  # the runs' length; checkpoints every 5 steps
+STEPS = 60  # the runs' length (a margin for the kill); checkpoints every 5 steps
 WORKER_STEPS = 20  # the multi-worker run's (its steps are slow on CPU)
 
 
