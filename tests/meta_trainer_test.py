@@ -47,6 +47,27 @@ class MetaTrainerTest(tf.test.TestCase):
     self.assertAllEqual(opt._rule.theta["cam0/projection"],
                         meta.network.projections()["cam0/projection"])
 
+  def test_super_mnemosyne_trains_both_parts_from_shipped_weights(self):
+    """With threshold 1,000, wine_mlp_32_relu's tensors (416, 32, 96 and 3
+    coordinates) are all tensor-wise, so its segments give the coordinate part
+    a zero meta-gradient (not a crash); digits_mlp_32_relu's 64x32 kernel is
+    coordinate-wise, so both parts learn."""
+    from mnemosyne_tf import weights as weights_lib
+    cfg = tiny(network="super", init="weights", meta_steps=2,
+               tasks=["wine_mlp_32_relu", "digits_mlp_32_relu"],
+               network_config={"threshold": 1000},
+               init_weights={"coordinate": "coordinate_v2", "tensor": "tensor_v1"})
+    meta = trainer_lib.MetaTrainer(cfg, self.create_tempdir().full_path)
+    start = {part: weights_lib.load_weights(f"{part}_v{2 if part == 'coordinate' else 1}")
+             .theta["log_step_size"] for part in ("coordinate", "tensor")}
+    for part, value in start.items():
+      self.assertAllClose(meta.theta[f"{part}/log_step_size"], value)
+    summary = meta.train(log=lambda line: None)
+    for part, value in start.items():
+      self.assertNotAllClose(meta.theta[f"{part}/log_step_size"], value, msg=part)
+    opt = mnemosyne_tf.Mnemosyne(mode="super", weights=summary["path"])
+    self.assertEqual(opt._rule.network.config.threshold, 1000)
+
   def test_resume_continues_exactly_where_it_stopped(self):
     straight = trainer_lib.MetaTrainer(tiny(), self.create_tempdir().full_path)
     straight.train(log=lambda line: None)

@@ -176,7 +176,11 @@ class MetaTrainer:
         tape.watch(theta_trainable)
         meta_loss, params, packed = run(theta_trainable, params, packed, position, seed,
                                         loss_scale)
-      return meta_loss, tape.gradient(meta_loss, theta_trainable), params, packed
+      # Zeros for theta a task does not use (a Super-Mnemosyne part no tensor of
+      # the task is routed to).
+      grad = tape.gradient(meta_loss, theta_trainable,
+                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      return meta_loss, grad, params, packed
 
     @tf.function(jit_compile=True)
     def forward(theta_trainable, params, packed, position, seed, loss_scale):
