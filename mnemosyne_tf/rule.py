@@ -9,6 +9,7 @@ vector for a per-tensor state), and performs one guarded step on that slot. The 
 (`tf_keras_optimizer.py`) classes only create the slots and assign the results.
 """
 
+import functools
 import math
 import numbers
 
@@ -148,6 +149,18 @@ class LearnedRule:
       # Dense semantics: rows without a gradient see g = 0 this step (their
       # memories decay), exactly as if the gradient had been dense.
       grad = tf.convert_to_tensor(grad)
+    return self._traced_step(slot, grad, param, tf.cast(step, tf.float32),
+                             tf.cast(learning_rate, tf.float32),
+                             tf.cast(weight_decay, tf.float32))
+
+  @functools.cached_property
+  def _traced_step(self):
+    """`_pure_step` as a tf.function: traced once per (shape, dtype) of the
+    variables, not once per variable (a model's many same-shaped variables
+    share one trace; inside an XLA-compiled train step it is inlined)."""
+    return tf.function(self._pure_step)
+
+  def _pure_step(self, slot, grad, param, step, learning_rate, weight_decay):
     state = self.network.unpack_state(slot, param.shape)
     update, new_state = self.network.guarded_apply(
         self.theta, state, grad, param, step, learning_rate, weight_decay)
