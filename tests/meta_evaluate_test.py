@@ -40,6 +40,19 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(runs, {evaluate.run_key("wine_mlp_32_relu", spec, 8, 1): curve(1.0, 0.5)})
     self.assertNotIn(evaluate.run_key("wine_mlp_32_relu", spec, 8, 1, jit_compile=True), runs)
 
+  def test_config_overrides_are_part_of_a_run_s_identity(self):
+    self.assertEqual(evaluate.parse_weights("tensor_v1+threshold=7+small_mode=coordinate"),
+                     ("tensor_v1", {"threshold": 7, "small_mode": "coordinate"}))
+    with self.assertRaisesRegex(ValueError, "field=value"):
+      evaluate.parse_weights("tensor_v1+threshold")
+    # Same theta, another config: another run.
+    plain = evaluate.run_key("t", "mnemosyne:tensor_v1", 8, 1)
+    gated = evaluate.run_key("t", "mnemosyne:tensor_v1+gradient_eps=1e-07", 8, 1)
+    self.assertNotEqual(plain, gated)
+    self.assertEqual(gated, evaluate.run_key("t", "mnemosyne:tensor_v1+gradient_eps=1e-07", 8, 1))
+    opt = evaluate.make_optimizer("mnemosyne:tensor_v1+gradient_eps=1e-07")
+    self.assertEqual(opt._rule.network.config.gradient_eps, 1e-7)
+
   def test_summary_counts_better_grid_points_and_divergence(self):
     results = {"t": {"adam 0.001": curve(2.0, 1.0, 0.5), "adam 0.01": curve(2.0, 0.3, 0.2),
                      "mine": curve(2.0, 0.4, 0.1), "bad": curve(2.0, float("nan"))}}

@@ -24,16 +24,34 @@ from absl import flags  # noqa: E402
 ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))  # 1e-4 .. 1e-1
 
 
+def parse_weights(arg: str):
+  """'<weights>[+field=value...]' -> (weights, network config overrides), e.g.
+  'super_v1+small_mode=coordinate' (Super-Mnemosyne with the reverse policy)."""
+  name, *pairs = arg.split("+")
+  overrides = {}
+  for pair in pairs:
+    field, sep, value = pair.partition("=")
+    if not sep:
+      raise ValueError(f"{arg!r}: expected <weights>+field=value, got {pair!r}")
+    for convert in (int, float):
+      try:
+        value = convert(value)
+        break
+      except ValueError:
+        pass
+    overrides[field] = value
+  return name, overrides
+
+
 def make_optimizer(spec: str):
-  """'mnemosyne:<weights>', 'learned:<weights>' or 'adam:<lr>' -> a Keras optimizer."""
+  """'mnemosyne:<weights>[+field=value...]', 'learned:<weights>' or 'adam:<lr>' -> a
+  Keras optimizer."""
   import keras
   import mnemosyne_tf
   kind, _, arg = spec.partition(":")
-  if kind == "mnemosyne":  # the mode is the weights' network (coordinate, tensor, super)
-    from mnemosyne_tf import weights as weights_lib
-    return mnemosyne_tf.Mnemosyne(weights=arg, mode=weights_lib.load_weights(arg).network)
-  if kind == "learned":
-    return mnemosyne_tf.LearnedOptimizer(weights=arg)
+  if kind in ("mnemosyne", "learned"):
+    weights, overrides = parse_weights(arg)
+    return mnemosyne_tf.LearnedOptimizer(weights=weights, network_overrides=overrides or None)
   if kind == "adam":
     return keras.optimizers.Adam(float(arg))
   raise ValueError(f"unknown optimizer spec {spec!r}")
@@ -92,10 +110,22 @@ def run_key(task_name: str, spec: str, steps: int, seed: int, jit_compile: bool 
   """Identifies a run; learned optimizers by their weights' checksum. XLA runs
   are keyed apart: their float rounding differs, and over thousands of steps
   the trajectories of an optimizer that does not anneal drift apart."""
-  from mnemosyne_tf import weights as weights_lib
   kind, _, arg = spec.partition(":")
-  version = weights_lib.load_weights(arg).sha256[:16] if kind != "adam" else arg
+  version = behaviour_version(arg) if kind != "adam" else arg
   return f"{task_name}|{kind}:{version}|{steps}|{seed}" + ("|xla" if jit_compile else "")
+
+
+def behaviour_version(arg: str) -> str:
+  """What fixes a learned optimizer's behaviour: its theta's checksum and its
+  network config (with any overrides; two configs can share one theta)."""
+  import hashlib
+  from mnemosyne_tf import rule
+  from mnemosyne_tf import weights as weights_lib
+  name, overrides = parse_weights(arg)
+  loaded = weights_lib.load_weights(name)
+  config = rule.build_network(loaded.network, dict(loaded.config, **overrides)).config
+  digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+  return f"{loaded.sha256[:16]}-{digest[:8]}"
 
 
 def runs_of(evaluation: dict, jit_compile: bool = False) -> dict:
