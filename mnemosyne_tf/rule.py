@@ -149,6 +149,11 @@ class LearnedRule:
       # Dense semantics: rows without a gradient see g = 0 this step (their
       # memories decay), exactly as if the gradient had been dense.
       grad = tf.convert_to_tensor(grad)
+    # Values, never variables: a traced function keys its cache on the
+    # arguments' specs, and a distributed variable's spec can stand for another
+    # variable of the same shape (MultiWorkerMirroredStrategy then updated one
+    # variable with another's values).
+    slot, grad, param = (tf.convert_to_tensor(x) for x in (slot, grad, param))
     return self._traced_step(slot, grad, param, tf.cast(step, tf.float32),
                              tf.cast(learning_rate, tf.float32),
                              tf.cast(weight_decay, tf.float32))

@@ -6,8 +6,10 @@ _NUM_CPUS = testing.use_logical_cpus(2)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 
 import mnemosyne_tf  # noqa: E402
+from mnemosyne_tf import tf_keras_optimizer  # noqa: E402
 
 
 class MirroredStrategyTest(tf.test.TestCase):
@@ -63,6 +65,29 @@ class MirroredStrategyTest(tf.test.TestCase):
       self.assertLen(replicas, 2)
       self.assertAllEqual(replicas[0], replicas[1])
       self.assertGreater(float(tf.reduce_max(tf.abs(replicas[0][0]))), 0.0)
+
+  def _fit_tf_keras(self, strategy):
+    # Layers of one shape (8x8 kernels, 8-vectors): variables that share a
+    # traced update must still each be updated from their own values.
+    with strategy.scope():
+      tf_keras.utils.set_random_seed(7)
+      model = tf_keras.Sequential(
+          [tf_keras.layers.Dense(8, activation="tanh", input_shape=(64,))]
+          + [tf_keras.layers.Dense(8, activation="tanh") for _ in range(2)]
+          + [tf_keras.layers.Dense(10)])
+      model.compile(tf_keras_optimizer.MnemosyneTfKeras(),
+                    tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(self.x, self.y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    return model
+
+  def test_tf_keras_fit_on_two_replicas_equals_one_device(self):
+    # Reduction by copies, not collectives: collective instances of the Keras 3
+    # tests above (same process) would collide with tf_keras's.
+    mirrored = self._fit_tf_keras(tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()))
+    single = self._fit_tf_keras(tf.distribute.get_strategy())
+    for a, b in zip(mirrored.get_weights(), single.get_weights()):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
 
 
 if __name__ == "__main__":
