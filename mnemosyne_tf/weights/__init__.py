@@ -30,9 +30,14 @@ SHIPPED = {
     # Tensor-wise Mnemosyne (HPE + CAM + SPE), from configs/meta/tensor_v1.yaml
     # (see tensor_v1.md): the default of Mnemosyne(mode="tensor").
     "tensor_v1": "tensor_v1.npz",
+    # Super-Mnemosyne (tensor-wise below 1,024 coordinates, coordinate-wise
+    # from there), from configs/meta/super_v1.yaml (see super_v1.md): the
+    # default of Mnemosyne(mode="super").
+    "super_v1": "super_v1.npz",
 }
 DEFAULT_WEIGHTS = "coordinate_v2"
-DEFAULT_WEIGHTS_BY_MODE = {"coordinate": DEFAULT_WEIGHTS, "tensor": "tensor_v1"}
+DEFAULT_WEIGHTS_BY_MODE = {"coordinate": DEFAULT_WEIGHTS, "tensor": "tensor_v1",
+                           "super": "super_v1"}
 
 
 def resolve(name_or_path: str) -> str:
