@@ -25,6 +25,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
@@ -207,10 +209,26 @@ def markdown(rows, slope_ratios, meta) -> str:
             "| XLA | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
   for xla, ratios in slope_ratios.items():
     lines.append(f"| {xla} | " + " | ".join(f"{ratios[n]:.2f}x" for n in names) + " |")
-  state = {r["optimizer"]: r["state_bytes_per_param"] for r in rows
-           if r["state_bytes_per_param"] is not None}
-  lines += ["", "Optimizer-state bytes per parameter: " + ", ".join(
-      f"{n} {state[n]:.0f}" for n in list(names) + ["adam"]) + "."]
+  # State bytes per parameter, per model: constant for a per-coordinate state,
+  # falling with tensor size for a per-tensor one (tensor-wise, Super-Mnemosyne).
+  everyone = list(names) + ["adam"]
+  state = {}
+  for r in rows:
+    if r["state_bytes_per_param"] is not None:
+      state.setdefault(r["optimizer"], {})[(r["model"], r["params"])] = r["state_bytes_per_param"]
+  constant = [n for n in everyone if n in state
+              and np.ptp(list(state[n].values())) <= 1e-6 * max(state[n].values())]
+  lines += ["", "Optimizer-state bytes per parameter (float32), the same for every model: "
+            + ", ".join(f"{n} {next(iter(state[n].values())):.3g}" for n in constant) + "."]
+  varying = [n for n in everyone if n in state and n not in constant]
+  if varying:
+    lines += ["", "Per model, for the optimizers whose state is per tensor:", "",
+              "| model | parameters | " + " | ".join(varying) + " |",
+              "|---|---|" + "---|" * len(varying)]
+    for model, params in dict.fromkeys((r["model"], r["params"]) for r in rows):
+      lines.append(f"| {model} | {params:,d} | " + " | ".join(
+          f"{state[n][(model, params)]:.3g}" if (model, params) in state[n] else "—"
+          for n in varying) + " |")
   return "\n".join(lines)
 
 
