@@ -17,8 +17,10 @@ the peak above the resident set size before that run: the working memory.
     per coordinate whatever N (no hidden-layer-sized [16, N] intermediate).
 """
 
+import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -69,6 +71,29 @@ def define_flags():
   flags.DEFINE_list("sizes", ["1e4", "1e5", "1e6", "1e7", "1e8"], "Tensor sizes.")
   flags.DEFINE_list("what", ["hpe", "update"], "What to measure: hpe, update.")
   flags.DEFINE_integer("child", 0, "Internal: measure one size in this process.")
+  flags.DEFINE_string("out_dir", None, "Outputs (default benchmarks/results/hpe_memory).")
+
+
+def markdown(rows, meta) -> str:
+  lines = [f"Working memory of tensor-wise Mnemosyne, {meta['date']} on {meta['machine']}; "
+           f"command: `{meta['command']}`. Peak resident memory of a second run above the "
+           "resident memory before it, one process per row.", "",
+           "| what | coordinates | input (MiB) | working memory (MiB) | bytes per coordinate |",
+           "|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['what']} | {r['n']:,d} | {r['input_mib']:.1f} | {r['working_mib']:.1f} "
+                 f"| {r['working_bytes_per_coordinate']:.1f} |")
+  return "\n".join(lines)
+
+
+def write_results(rows, meta, out_dir):
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "hpe_memory.json"), "w") as fh:
+    json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+  text = markdown(rows, meta)
+  with open(os.path.join(out_dir, "hpe_memory.md"), "w") as fh:
+    fh.write(text + "\n")
+  return text
 
 
 def main(argv):
@@ -86,7 +111,14 @@ def main(argv):
       print(f"{what:6s} N = {n:>11,d}: input {rows[-1]['input_mib']:8.1f} MiB, working "
             f"memory {rows[-1]['working_mib']:8.1f} MiB "
             f"({rows[-1]['working_bytes_per_coordinate']:.1f} bytes/coordinate)", flush=True)
-  print(json.dumps(rows))
+  meta = {"date": datetime.date.today().isoformat(),
+          "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                     f"Python {platform.python_version()}",
+          "command": "python -m benchmarks.hpe_memory " + " ".join(sys.argv[1:])}
+  out_dir = flags.FLAGS.out_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                "results", "hpe_memory")
+  print(write_results(rows, meta, out_dir))
+  print(f"wrote {out_dir}/hpe_memory.{{json,md}}")
 
 
 if __name__ == "__main__":
