@@ -151,8 +151,8 @@ class LearnedRule:
       grad = tf.convert_to_tensor(grad)
     # Values, never variables: a traced function keys its cache on the
     # arguments' specs, and a distributed variable's spec can stand for another
-    # variable of the same shape (MultiWorkerMirroredStrategy then updated one
-    # variable with another's values).
+    # variable of the same shape (under (MultiWorker)MirroredStrategy one
+    # variable was then updated with another's values; optimizer_distribute_test).
     slot, grad, param = (tf.convert_to_tensor(x) for x in (slot, grad, param))
     return self._traced_step(slot, grad, param, tf.cast(step, tf.float32),
                              tf.cast(learning_rate, tf.float32),
