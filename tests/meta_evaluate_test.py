@@ -45,6 +45,12 @@ class EvaluateTest(tf.test.TestCase):
                      ("tensor_v1", {"threshold": 7, "small_mode": "coordinate"}))
     with self.assertRaisesRegex(ValueError, "field=value"):
       evaluate.parse_weights("tensor_v1+threshold")
+    self.assertEqual(evaluate.parse_weights("t+a=true+b=False+c=0.5"),
+                     ("t", {"a": True, "b": False, "c": 0.5}))
+    # A weights file whose path contains '+' is taken whole.
+    path = os.path.join(self.create_tempdir().full_path, "a+b=1.npz")
+    open(path, "wb").close()
+    self.assertEqual(evaluate.parse_weights(path), (path, {}))
     # Same theta, another config: another run.
     plain = evaluate.run_key("t", "mnemosyne:tensor_v1", 8, 1)
     gated = evaluate.run_key("t", "mnemosyne:tensor_v1+gradient_eps=1e-07", 8, 1)

@@ -26,21 +26,30 @@ ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))  # 1e-4 
 
 def parse_weights(arg: str):
   """'<weights>[+field=value...]' -> (weights, network config overrides), e.g.
-  'super_v1+small_mode=coordinate' (Super-Mnemosyne with the reverse policy)."""
+  'super_v1+small_mode=coordinate' (Super-Mnemosyne with the reverse policy).
+  A path to an existing file is taken whole, even if it contains '+'; values
+  'true'/'false' become booleans, numbers become int or float."""
+  if os.path.exists(arg):
+    return arg, {}
   name, *pairs = arg.split("+")
   overrides = {}
   for pair in pairs:
     field, sep, value = pair.partition("=")
-    if not sep:
+    if not sep or not field:
       raise ValueError(f"{arg!r}: expected <weights>+field=value, got {pair!r}")
-    for convert in (int, float):
-      try:
-        value = convert(value)
-        break
-      except ValueError:
-        pass
-    overrides[field] = value
+    overrides[field] = _parse_value(value)
   return name, overrides
+
+
+def _parse_value(value: str):
+  if value.lower() in ("true", "false"):
+    return value.lower() == "true"
+  for convert in (int, float):
+    try:
+      return convert(value)
+    except ValueError:
+      pass
+  return value
 
 
 def make_optimizer(spec: str):
