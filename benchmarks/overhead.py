@@ -19,6 +19,7 @@ Outputs in --out_dir: overhead.json, overhead.md, overhead.png.
 
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -167,22 +168,48 @@ def run_overhead(sizes, factories, repeats, batch_size, include_cnn=True, log=pr
         oom = r["seconds"] is None
         rows.append({"model": label, "params": params, "xla": jit, "optimizer": name,
                      "seconds_per_step": r["seconds"],
-                     "ratio_to_adam": None if oom else r["seconds"] / adam,
+                     "ratio_to_adam": None if oom or adam is None else r["seconds"] / adam,
                      "state_bytes_per_param": r["state_bytes"], "out_of_memory": oom})
       log(f"{label:12s} {params:>10,d} params  XLA {'on ' if jit else 'off'}  " + "  ".join(
           f"{name} " + ("out of memory" if result[name]["seconds"] is None
+                        else "(Adam out of memory)" if adam is None
                         else f"{result[name]['seconds'] / adam:.2f}x")
           for name in result if name != "adam") + f"  ({time.time() - started:.0f} s)")
-  slopes = {}
-  for jit in (True, False):
-    for name in factories:
-      pts = [(r["params"], r["seconds_per_step"]) for r in rows
-             if r["xla"] == jit and r["optimizer"] == name and r["model"].startswith("mlp")
-             and r["seconds_per_step"] is not None]
-      slopes.setdefault("on" if jit else "off", {})[name] = slope(pts)
-  slope_ratios = {x: {name: s / by_opt["adam"] for name, s in by_opt.items()}
-                  for x, by_opt in slopes.items()}
+  slopes, slope_ratios = slopes_of(rows)
   return rows, slopes, slope_ratios
+
+
+def slopes_of(rows):
+  """Per XLA setting and optimizer: the least-squares slope of seconds per step
+  against parameter count over the MLPs it ran on, and its ratio to Adam's
+  slope over the same MLPs (an optimizer skipped on the big models is compared
+  with Adam on the sizes both ran, not on a wider range)."""
+  slopes, ratios = {}, {}
+  for jit in (True, False):
+    tag = "on" if jit else "off"
+    times = {}
+    for r in rows:
+      if r["xla"] == jit and r["model"].startswith("mlp") and r["seconds_per_step"] is not None:
+        times.setdefault(r["optimizer"], {})[r["params"]] = r["seconds_per_step"]
+    adam = times.get("adam", {})
+    for name, by_size in times.items():
+      slopes.setdefault(tag, {})[name] = slope(sorted(by_size.items()))
+      shared = sorted(set(by_size) & set(adam))
+      ratios.setdefault(tag, {})[name] = (
+          slope([(p, by_size[p]) for p in shared]) / slope([(p, adam[p]) for p in shared])
+          if len(shared) >= 2 else float("nan"))
+  return slopes, ratios
+
+
+def json_safe(value):
+  """A copy that strict JSON accepts: NaN/Inf floats become None."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  return value
 
 
 def markdown(rows, slope_ratios, meta) -> str:
@@ -204,11 +231,13 @@ def markdown(rows, slope_ratios, meta) -> str:
                  + " |")
   lines += ["", "— = not run (the LSTM above --lstm_max_params: its state and gate "
             "activations do not fit in memory at 10^7 parameters)."]
-  lines += ["", "Slope of step time against parameter count (MLPs), as a ratio to Adam's: "
-            "the cost of each extra parameter.", "",
+  lines += ["", "Slope of step time against parameter count (MLPs), as a ratio to Adam's "
+            "over the same MLPs: the cost of each extra parameter.", "",
             "| XLA | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
   for xla, ratios in slope_ratios.items():
-    lines.append(f"| {xla} | " + " | ".join(f"{ratios[n]:.2f}x" for n in names) + " |")
+    lines.append(f"| {xla} | " + " | ".join(
+        f"{ratios[n]:.2f}x" if n in ratios and math.isfinite(ratios[n]) else "—"
+        for n in names) + " |")
   # State bytes per parameter, per model: constant for a per-coordinate state,
   # falling with tensor size for a per-tensor one (tensor-wise, Super-Mnemosyne).
   everyone = list(names) + ["adam"]
@@ -263,6 +292,9 @@ def define_flags():
   flags.DEFINE_string("lstm_weights", "lstm_v1", "The LSTM baseline's weights ('' to skip).")
   flags.DEFINE_float("lstm_max_params", 2e6, "Skip the LSTM on bigger models (memory).")
   flags.DEFINE_string("out_dir", None, "Outputs (default benchmarks/results/overhead).")
+  flags.DEFINE_bool("tables_only", False, "Measure nothing: rewrite the slopes, overhead.md "
+                    "and overhead.png from out_dir/overhead.json (after a change to how they "
+                    "are computed).")
 
 
 def main(argv):
@@ -273,19 +305,33 @@ def main(argv):
     raise app.UsageError(f"--sizes must be parameter counts >= 100, got {f.sizes}")
   out_dir = f.out_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                       "overhead")
+  if f.tables_only:
+    path = os.path.join(out_dir, "overhead.json")
+    try:
+      with open(path) as fh:
+        saved = json.load(fh)
+    except (OSError, ValueError) as e:
+      raise app.UsageError(f"--tables_only needs a readable {path}: {e}")
+    write_outputs(saved["rows"], saved["meta"], out_dir)
+    return
   meta = {"date": datetime.date.today().isoformat(),
           "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                      f"Python {platform.python_version()}",
           "command": "python -m benchmarks.overhead " + " ".join(sys.argv[1:]),
           "repeats": f.repeats, "batch_size": f.batch_size}
-  rows, slopes, slope_ratios = run_overhead(sizes, optimizer_factories(f.lstm_weights),
-                                            f.repeats, f.batch_size,
-                                            log=lambda line: print(line, flush=True),
-                                            max_params={"lstm": f.lstm_max_params})
+  rows, _, _ = run_overhead(sizes, optimizer_factories(f.lstm_weights), f.repeats,
+                            f.batch_size, log=lambda line: print(line, flush=True),
+                            max_params={"lstm": f.lstm_max_params})
+  write_outputs(rows, meta, out_dir)
+
+
+def write_outputs(rows, meta, out_dir):
+  """overhead.json (every number), overhead.md and overhead.png, from the rows."""
+  slopes, slope_ratios = slopes_of(rows)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "overhead.json"), "w") as fh:
-    json.dump({"meta": meta, "rows": rows, "slopes": slopes, "slope_ratios": slope_ratios},
-              fh, indent=1)
+    json.dump(json_safe({"meta": meta, "rows": rows, "slopes": slopes,
+                         "slope_ratios": slope_ratios}), fh, indent=1, allow_nan=False)
   text = markdown(rows, slope_ratios, meta)
   with open(os.path.join(out_dir, "overhead.md"), "w") as fh:
     fh.write(text + "\n")

@@ -20,6 +20,24 @@ class OverheadHarnessTest(tf.test.TestCase):
     self.assertAllClose(overhead.slope(pts), np.polyfit(*zip(*pts), 1)[0], rtol=1e-6)
     self.assertTrue(np.isnan(overhead.slope(pts[:1])))
 
+  def test_slope_ratio_compares_the_same_sizes(self):
+    # Adam's cost bends above 1e6; an optimizer skipped there must be compared
+    # with Adam's slope over the sizes both ran, not over all of Adam's.
+    adam = {1e4: 1.0, 1e5: 2.0, 1e6: 11.0, 1e7: 1000.0}
+    rows = [{"model": f"mlp {p:g}", "params": p, "xla": True, "optimizer": "adam",
+             "seconds_per_step": t} for p, t in adam.items()]
+    rows += [{"model": f"mlp {p:g}", "params": p, "xla": True, "optimizer": "lstm",
+              "seconds_per_step": 3.0 * adam[p]} for p in (1e4, 1e5, 1e6)]
+    rows += [{"model": "mlp 1e+07", "params": 1e7, "xla": True, "optimizer": "lstm",
+              "seconds_per_step": None}]  # out of memory
+    rows += [{"model": "digits CNN", "params": 5e4, "xla": True, "optimizer": "lstm",
+              "seconds_per_step": 1e9}]  # not an MLP: not in the slope
+    slopes, ratios = overhead.slopes_of(rows)
+    self.assertAllClose(ratios["on"]["lstm"], 3.0)
+    self.assertAllClose(ratios["on"]["adam"], 1.0)
+    self.assertAllClose(slopes["on"]["adam"], np.polyfit(list(adam), list(adam.values()), 1)[0])
+    self.assertEqual(overhead.json_safe({"a": [float("nan"), 1.0]}), {"a": [None, 1.0]})
+
   def test_small_run_reports_ratios_and_state_bytes(self):
     factories = overhead.optimizer_factories(lstm_weights="")
     self.assertEqual(list(factories), [f"mnemosyne_{mode}" for mode in
