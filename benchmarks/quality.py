@@ -12,17 +12,20 @@ RMSProp and SGD with momentum 0.9 at every point of a log grid of learning
 rates (7 points 1e-4 .. 1e-1; the best point, chosen by mean final loss over
 seeds, is "tuned").
 
-Figures (DESIGN §6), at 1x (--horizon, the meta-training horizon) and 10x
-(--steps): final training loss = mean minibatch loss over the last 5% of the
-steps; the held-out metric of the problem; steps to reach tuned Adam's final
-loss (10x); wall time of the run (compile included). Mean and standard
-deviation over seeds. A run diverges if its loss becomes NaN/Inf (its final
-loss is then inf).
+Figures (DESIGN §6), at 1x (--horizon, the meta-training horizon) and at
+--steps (10x by default; the JSON calls it "10x" whatever the multiple, and
+the markdown prints the real one): final training loss = mean minibatch loss
+over the last 5% of the steps; the held-out metric of the problem (at the end);
+steps to reach tuned Adam's final loss (at --steps); wall time of the run
+(compile included). Mean and sample standard deviation over seeds. A run
+diverges if its loss becomes NaN/Inf (its final loss is then inf).
 
 Outputs in --out_dir: runs.json (every run, re-used when the command is run
-again: an interrupted benchmark continues), results.json (every aggregated
-number and the run's date, machine and command), results.md (the table), and
-curves.png (loss against steps per problem, every optimizer).
+again: an interrupted benchmark continues; each new run records its library
+versions and optimizer source, and `--verify=K` re-runs K cached runs to check
+that they reproduce), results.json (every aggregated number and the run's
+date, machine and command), results.md (the table), and curves.png (loss
+against steps per problem, every optimizer, band = spread over seeds).
 """
 
 import datetime
@@ -103,6 +106,40 @@ def code_version() -> str:
            inspect.getsource(final_loss), inspect.getsource(_finals),
            f"{sys.version_info[0]}.{sys.version_info[1]}"]
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def environment() -> dict:
+  """What a run's numbers depend on besides its cache key: the library versions
+  and the source of the optimizers (the mnemosyne_tf package) and of this
+  harness's optimizer factory. Recorded with every run (not part of the key, so
+  that an edit elsewhere in the package does not discard hours of baselines);
+  the results say how many environments their runs span, and --verify re-runs
+  cached runs to check that they still come out the same."""
+  import hashlib
+  import inspect
+  import keras
+  import numpy
+  import sklearn
+  import tensorflow as tf
+  import mnemosyne_tf
+  root = os.path.dirname(os.path.abspath(mnemosyne_tf.__file__))
+  digest = hashlib.sha256(inspect.getsource(make_optimizer).encode())
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(filenames):
+      if name.endswith(".py"):
+        path = os.path.join(dirpath, name)
+        digest.update(os.path.relpath(path, root).encode())
+        with open(path, "rb") as f:
+          digest.update(f.read())
+  return {"python": platform.python_version(), "tensorflow": tf.__version__,
+          "keras": keras.__version__, "numpy": numpy.__version__,
+          "sklearn": sklearn.__version__, "optimizer_source": digest.hexdigest()[:12]}
+
+
+def _environment_id(env) -> str:
+  return ("unrecorded" if not env else
+          ", ".join(f"{k} {v}" for k, v in sorted(env.items())))
 
 
 def label(spec: str) -> str:
@@ -211,7 +248,8 @@ def aggregate(runs: dict, problem_names, specs, seeds, steps, horizon) -> dict:
         entry[f"loss_{tag}"], entry[f"loss_{tag}_std"] = _mean_std(
             [r["losses_at"][str(h)] for r in rs])
       entry["diverged"] = sum(r["diverged"] for r in rs)
-      entry["wall_seconds"] = _mean_std([r["wall_seconds"] for r in rs])[0]
+      entry["wall_seconds"], entry["wall_seconds_std"] = _mean_std(
+          [r["wall_seconds"] for r in rs])
       metric_names = sorted(set().union(*(r["metrics"] for r in rs)))
       entry["metrics"] = {m: _mean_std([r["metrics"].get(m, float("nan")) for r in rs])
                           for m in metric_names}
@@ -222,14 +260,23 @@ def aggregate(runs: dict, problem_names, specs, seeds, steps, horizon) -> dict:
       if members:
         tuned[family] = {tag: min(members, key=lambda s: per_spec[s][f"loss_{tag}"])
                          for tag in ("1x", "10x")}
-    # Steps to reach tuned Adam's final loss on the same seed (same batches).
+    # Steps to reach tuned Adam's final loss on the same seed (same batches);
+    # n/a when there is no Adam grid or every point of it diverged.
     targets = ({seed: runs[(name, tuned["adam"]["10x"], seed)]["losses_at"][str(steps)]
-                for seed in seeds} if "adam" in tuned else {})
+                for seed in seeds}
+               if "adam" in tuned and math.isfinite(per_spec[tuned["adam"]["10x"]]["loss_10x"])
+               else {})
     for spec in specs:
       reach = [steps_to_reach(runs[(name, spec, seed)], targets[seed]) for seed in targets]
-      per_spec[spec]["steps_to_tuned_adam"] = (
-          "n/a" if not targets else None if any(r is None for r in reach)
-          else sum(reach) / len(reach))
+      reached = [r for r in reach if r is not None]
+      entry = per_spec[spec]
+      entry["steps_to_tuned_adam_seeds_reached"] = len(reached)
+      if not targets:
+        entry["steps_to_tuned_adam"], entry["steps_to_tuned_adam_std"] = "n/a", None
+      elif len(reached) < len(reach):  # a mean over the seeds that reached would flatter
+        entry["steps_to_tuned_adam"], entry["steps_to_tuned_adam_std"] = None, None
+      else:
+        entry["steps_to_tuned_adam"], entry["steps_to_tuned_adam_std"] = _mean_std(reached)
     out[name] = {"optimizers": per_spec, "tuned": tuned,
                  "tuned_adam_final_loss": {str(k): v for k, v in targets.items()}}
   return out
@@ -248,8 +295,30 @@ def _fmt(mean, std=None):
     return "—"
   if not math.isfinite(mean):
     return "diverged"
-  text = f"{mean:.4f}" if mean >= 1e-3 else f"{mean:.2e}"
-  return text + (f" ± {std:.4f}" if std is not None and math.isfinite(std) and std > 0 else "")
+  text = f"{mean:.4f}" if abs(mean) >= 1e-3 else f"{mean:.2e}"
+  if std is None or not math.isfinite(std):  # one seed: no spread to show
+    return text
+  return text + f" ± {std:.2g}"
+
+
+def _fmt_steps(entry, num_seeds):
+  reach = entry["steps_to_tuned_adam"]
+  if reach == "n/a":
+    return "n/a"
+  if reach is None:
+    reached = entry["steps_to_tuned_adam_seeds_reached"]
+    return "never" if reached == 0 else f"{reached}/{num_seeds} seeds"
+  std = entry.get("steps_to_tuned_adam_std")
+  return f"{reach:.0f}" + (f" ± {std:.0f}" if std is not None and math.isfinite(std) else "")
+
+
+def _adam_default(specs):
+  """The spec of Adam at 1e-3 in `specs` (however it is written), or None."""
+  for spec in specs:
+    kind, _, arg = spec.partition(":")
+    if kind == "adam" and float(arg) == 1e-3:
+      return spec
+  return None
 
 
 def _strict(value):
@@ -264,24 +333,42 @@ def _strict(value):
 
 
 def markdown(results: dict, meta: dict) -> str:
+  h, n = meta["horizon"], meta["steps"]
+  multiple = f"{n / h:g}x"
+  environments = meta.get("environments", {})
   lines = [f"Quality benchmark, {meta['date']} on {meta['machine']}; command: "
-           f"`{meta['command']}`; seeds {meta['seeds']}, {meta['steps']} steps "
-           f"(1x = {meta['horizon']}), learning-rate grid {meta['grid']}.", "",
+           f"`{meta['command']}`; seeds {meta['seeds']}, {n} steps "
+           f"(1x = {h}, the meta-training horizon; {n} = {multiple}), "
+           f"learning-rate grid {meta['grid']}.", "",
            "Final training loss = mean minibatch loss over the last 5% of the steps "
-           "(mean ± std over seeds). 'Grid points of Adam better' counts the points of "
-           "Adam's learning-rate grid with a lower final loss (0 = as good as tuned Adam). "
-           f"Steps = steps to reach tuned Adam's final loss at {meta['steps']} steps.", ""]
+           "(mean ± sample std over seeds). 'Grid points of Adam better' counts the points "
+           "of Adam's learning-rate grid with a lower mean final loss (0 = as good as tuned "
+           "Adam). Held-out metrics are measured at the end of the run. 'Steps to tuned "
+           f"Adam' = steps to reach, on the same seed, tuned Adam's final loss at {n} steps "
+           "(mean ± std when every seed reaches it; else how many seeds do). Wall time "
+           "is the run's own (compilation included, the problem's pre-training not), "
+           "as measured when the run was made.", ""]
+  if environments:
+    lines += ["Runs by environment (library versions and optimizer source; `--verify` "
+              "re-runs cached runs to check they reproduce): " + "; ".join(
+                  f"{count} runs: {env}" for env, count in environments.items()) + ".", ""]
+  if meta.get("verify"):
+    same = sum(v["identical"] for v in meta["verify"])
+    lines += [f"Reproducibility: {len(meta['verify'])} cached runs re-run in this process "
+              f"(`--verify`): {same} identical" + ("" if same == len(meta["verify"]) else
+              ", the others differ by at most a relative " + f"{max(v['max_relative_difference'] for v in meta['verify']):.2e}")
+              + ".", ""]
   for name, res in results.items():
     per_spec, tuned = res["optimizers"], res["tuned"]
     metric_names = sorted(set().union(*(e["metrics"] for e in per_spec.values())))
     lines += [f"### {name}", "",
-              f"| optimizer | loss @{meta['horizon']} | loss @{meta['steps']} | "
-              f"grid points of Adam better (@{meta['horizon']} / @{meta['steps']}) | "
+              f"| optimizer | loss @{h} (1x) | loss @{n} ({multiple}) | "
+              f"grid points of Adam better (@{h} / @{n}) | "
               + " | ".join(metric_names) + (" | " if metric_names else "")
               + "steps to tuned Adam | wall s |",
               "|---|---|---|---|" + "---|" * len(metric_names) + "---|---|"]
     rows = [s for s in per_spec if not s.split(":")[0] in FAMILIES]
-    rows += [s for s in per_spec if s == "adam:0.001"]
+    rows += [s for s in [_adam_default(per_spec)] if s]
     for family, picks in tuned.items():
       rows += [picks["1x"]] + ([picks["10x"]] if picks["10x"] != picks["1x"] else [])
     seen = set()
@@ -301,13 +388,14 @@ def markdown(results: dict, meta: dict) -> str:
       rank = (f"{grid_rank(per_spec, spec, 'adam', '1x')} / "
               f"{grid_rank(per_spec, spec, 'adam', '10x')}") if "adam" in tuned else "—"
       metrics = [_fmt(*e["metrics"][m]) if m in e["metrics"] else "—" for m in metric_names]
-      reach = e["steps_to_tuned_adam"]
       diverged = f" (diverged {e['diverged']}/{len(meta['seeds'])})" if e["diverged"] else ""
+      wall_std = e.get("wall_seconds_std")
+      wall = f"{e['wall_seconds']:.1f}" + (
+          f" ± {wall_std:.1f}" if wall_std is not None and math.isfinite(wall_std) else "")
       lines.append(f"| {name_cell}{diverged} | {_fmt(e['loss_1x'], e['loss_1x_std'])} | "
                    f"{_fmt(e['loss_10x'], e['loss_10x_std'])} | {rank} | "
                    + " | ".join(metrics) + (" | " if metrics else "")
-                   + f"{'never' if reach is None else reach if reach == 'n/a' else int(reach)} | "
-                   f"{e['wall_seconds']:.0f} |")
+                   + f"{_fmt_steps(e, len(meta['seeds']))} | {wall} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -324,18 +412,36 @@ def plot(results, runs, seeds, path):
   for ax, name in zip(axes.flat, names):
     res = results[name]
     shown = [s for s in res["optimizers"] if s.split(":")[0] not in FAMILIES]
-    shown += ["adam:0.001"] + [picks["10x"] for picks in res["tuned"].values()]
+    shown += [_adam_default(res["optimizers"])]
+    shown += [pick for picks in res["tuned"].values() for pick in (picks["10x"], picks["1x"])]
     for spec in dict.fromkeys(s for s in shown if s in res["optimizers"]):
       curves = [runs[(name, spec, seed)] for seed in seeds]
-      length = min(len(r["curve"]) for r in curves)
-      mean = np.mean([r["curve"][:length] for r in curves], axis=0)
-      x = (np.arange(length) + 1) * curves[0]["chunk"]
+      # A diverged seed's curve stops early or holds NaN/Inf: it is left out from
+      # there on (the label says how many diverged), not averaged in.
+      length = max(len(r["curve"]) for r in curves)
+      table = np.full([len(curves), length], np.nan)
+      for i, r in enumerate(curves):
+        table[i, :len(r["curve"])] = r["curve"]
+      table[~np.isfinite(table)] = np.nan
+      keep = np.isfinite(table).any(axis=0)
+      if not keep.any():
+        continue
+      x = ((np.arange(length) + 1) * curves[0]["chunk"])[keep]
+      with np.errstate(all="ignore"):
+        mean = np.nanmean(table[:, keep], axis=0)
+        low, high = np.nanmin(table[:, keep], axis=0), np.nanmax(table[:, keep], axis=0)
+      entry = res["optimizers"][spec]
+      tag = entry["label"] + (f" (diverged {entry['diverged']}/{len(seeds)})"
+                              if entry["diverged"] else "")
       style = "-" if spec.split(":")[0] not in FAMILIES else "--"
-      ax.plot(x, mean, style, label=res["optimizers"][spec]["label"], linewidth=1.4)
+      line, = ax.plot(x, mean, style, label=tag, linewidth=1.4)
+      if len(seeds) > 1:  # the spread over seeds: min..max
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_yscale("log")
     ax.set_title(name)
     ax.set_xlabel("step")
-    ax.set_ylabel("minibatch loss")
+    ax.set_ylabel("minibatch loss (mean; band: min-max over seeds)" if len(seeds) > 1
+                  else "minibatch loss")
     ax.legend(fontsize=6)
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
@@ -346,9 +452,47 @@ def plot(results, runs, seeds, path):
 
 
 # ----------------------------------------------------------------- driver
+def _pick_for_verify(cached, count):
+  """Up to `count` cached (problem, spec, seed), deterministically, spread over
+  optimizer kinds and problems (one of each kind in turn)."""
+  by_kind = {}
+  for key in sorted(cached):
+    by_kind.setdefault(key[1].split(":")[0], []).append(key)
+  picks, turn = [], 0
+  while len(picks) < count and any(by_kind.values()):
+    for kind in sorted(by_kind):
+      if by_kind[kind] and len(picks) < count:
+        keys = by_kind[kind]
+        picks.append(keys.pop((turn * 7) % len(keys)))  # stride over problems and seeds
+    turn += 1
+  return picks
+
+
+def verify_runs(picks, runs, steps, horizon, points, jit_compile, log=print):
+  """Re-runs cached runs; each must give the same curve and metrics as cached."""
+  report = []
+  for name, spec, seed in picks:
+    cached = runs[(name, spec, seed)]
+    fresh = train_run(name, spec, steps, seed, points, jit_compile, horizon)
+    pairs = list(zip(cached["curve"], fresh["curve"]))
+    pairs += [(cached["metrics"][m], fresh["metrics"].get(m, float("nan")))
+              for m in cached["metrics"]]
+    diff = max((abs(a - b) / max(abs(a), 1e-30) for a, b in pairs
+                if math.isfinite(a) or math.isfinite(b)), default=0.0)
+    identical = (cached["curve"] == fresh["curve"] and cached["metrics"] == fresh["metrics"])
+    report.append({"problem": name, "optimizer": spec, "seed": seed, "identical": identical,
+                   "max_relative_difference": diff})
+    log(f"verify {name:15s} {label(spec):22s} seed {seed}: "
+        + ("identical" if identical else f"differs (max relative difference {diff:.2e})"))
+  return report
+
+
 def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, points=100,
-                  jit_compile=False, log=print, command=""):
-  """Runs what is missing from out_dir/runs.json, aggregates, writes outputs."""
+                  jit_compile=False, log=print, command="", verify=0):
+  """Runs what is missing from out_dir/runs.json, aggregates, writes outputs.
+  With verify > 0, first re-runs that many cached runs and reports whether
+  they come out the same (they should, bit for bit: fixed seeds, deterministic
+  ops)."""
   import tensorflow as tf
   from benchmarks import problems
   tf.config.experimental.enable_op_determinism()
@@ -378,9 +522,13 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
         else:
           todo.append((key, name, spec, seed))
   log(f"{len(runs)} runs cached, {len(todo)} to do")
+  verified = verify_runs(_pick_for_verify(runs, verify), runs, steps, horizon, points,
+                         jit_compile, log) if verify else []
+  env = environment()
   started = time.time()
   for i, (key, name, spec, seed) in enumerate(todo):
     run = train_run(name, spec, steps, seed, points, jit_compile, horizon)
+    run["environment"] = env
     runs[(name, spec, seed)] = cache[key] = run
     elapsed = time.time() - started
     eta = elapsed / (i + 1) * (len(todo) - i - 1)
@@ -400,7 +548,10 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
           "command": command, "seeds": list(seeds), "steps": steps, "horizon": horizon,
           "grid": sorted({float(s.split(":")[1]) for s in specs
                           if s.split(":")[0] in FAMILIES}),
-          "versions": versions, "xla": jit_compile}
+          "versions": versions, "xla": jit_compile, "environment": env,
+          "environments": _count_environments(runs.values())}
+  if verified:
+    meta["verify"] = verified
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -410,6 +561,14 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
     plot(results, runs, seeds, os.path.join(out_dir, "curves.png"))
     log(f"wrote {out_dir}/results.{{json,md}} and curves.png")
   return results, runs, meta
+
+
+def _count_environments(runs):
+  counts = {}
+  for run in runs:
+    env = _environment_id(run.get("environment"))
+    counts[env] = counts.get(env, 0) + 1
+  return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def define_flags():
@@ -423,6 +582,8 @@ def define_flags():
   flags.DEFINE_string("lstm_weights", LSTM_WEIGHTS, "The LSTM baseline's weights.")
   flags.DEFINE_string("out_dir", None, "Outputs (default benchmarks/results/quality[_quick]).")
   flags.DEFINE_bool("jit_compile", False, "Compile the training steps with XLA.")
+  flags.DEFINE_integer("verify", 0, "Re-run this many cached runs first (spread over "
+                       "optimizer kinds) and report whether they reproduce exactly.")
 
 
 def main(argv):
@@ -444,7 +605,8 @@ def main(argv):
         f"{steps} steps (1x = {horizon}) -> {out_dir}", flush=True)
   results, _, meta = run_benchmark(names, specs, seeds, steps, horizon, out_dir,
                                    jit_compile=f.jit_compile,
-                                   log=lambda line: print(line, flush=True), command=command)
+                                   log=lambda line: print(line, flush=True), command=command,
+                                   verify=f.verify)
   print(markdown(results, meta))
 
 

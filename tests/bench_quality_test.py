@@ -63,6 +63,50 @@ class FiguresTest(tf.test.TestCase):
     self.assertEqual(quality.grid_rank(out["optimizers"], "adam:0.001", "adam", "10x"), 1)
 
 
+  def test_no_target_when_every_adam_point_diverges(self):
+    def run(final):
+      return {"curve": [final] * 10, "chunk": 1, "steps": 10, "diverged": not np.isfinite(final),
+              "metrics": {}, "wall_seconds": 1.0, "losses_at": {"5": final, "10": final}}
+    runs = {("p", "adam:0.1", 0): run(float("inf")), ("p", "adam:1", 0): run(float("inf")),
+            ("p", "mnemosyne:coordinate", 0): run(0.5)}
+    out = quality.aggregate(runs, ["p"], ["mnemosyne:coordinate", "adam:0.1", "adam:1"], [0],
+                            steps=10, horizon=5)["p"]
+    self.assertEqual(out["optimizers"]["mnemosyne:coordinate"]["steps_to_tuned_adam"], "n/a")
+
+  def test_steps_to_tuned_adam_over_seeds(self):
+    # Tuned Adam ends at 0.1 on both seeds; one optimizer gets there on both
+    # seeds (mean and std of the steps), one on a single seed (no mean).
+    def run(curve):
+      return {"curve": curve, "chunk": 1, "steps": 20, "diverged": False, "metrics": {},
+              "wall_seconds": 2.0, "losses_at": {"10": curve[9], "20": curve[-1]}}
+    adam = [1.0] * 19 + [0.1]
+    fast = {0: [1.0] * 4 + [0.05] * 16, 1: [1.0] * 8 + [0.05] * 12}
+    half = {0: [1.0] * 4 + [0.05] * 16, 1: [1.0] * 20}
+    runs = {}
+    for seed in (0, 1):
+      runs[("p", "adam:0.01", seed)] = run(adam)
+      runs[("p", "mnemosyne:coordinate", seed)] = run(fast[seed])
+      runs[("p", "mnemosyne:tensor", seed)] = run(half[seed])
+    out = quality.aggregate(runs, ["p"], ["mnemosyne:coordinate", "mnemosyne:tensor",
+                                          "adam:0.01"], [0, 1], steps=20, horizon=10)["p"]
+    fast_entry = out["optimizers"]["mnemosyne:coordinate"]
+    # Window = 5% of 20 steps = 1 chunk: reached at the first 0.05, steps 5 and 9.
+    self.assertEqual(fast_entry["steps_to_tuned_adam"], 7.0)
+    self.assertAllClose(fast_entry["steps_to_tuned_adam_std"], np.std([5, 9], ddof=1))
+    self.assertEqual(quality._fmt_steps(fast_entry, 2), "7 ± 3")
+    half_entry = out["optimizers"]["mnemosyne:tensor"]
+    self.assertIsNone(half_entry["steps_to_tuned_adam"])
+    self.assertEqual(quality._fmt_steps(half_entry, 2), "1/2 seeds")
+    self.assertEqual(out["optimizers"]["adam:0.01"]["steps_to_tuned_adam"], 20.0)
+
+  def test_spread_is_printed_at_the_value_s_own_scale(self):
+    self.assertEqual(quality._fmt(2.5e-9, 1.5e-9), "2.50e-09 ± 1.5e-09")
+    self.assertEqual(quality._fmt(0.5, 0.0), "0.5000 ± 0")  # seeds agree: shown, not hidden
+    self.assertEqual(quality._fmt(0.5, float("nan")), "0.5000")  # one seed
+    self.assertEqual(quality._fmt(float("inf"), float("nan")), "diverged")
+    self.assertEqual(quality._adam_default(["sgdm:0.001", "adam:1e-3"]), "adam:1e-3")
+
+
 class HarnessSmokeTest(tf.test.TestCase):
 
   def test_one_problem_two_optimizers_is_reproducible_and_cached(self):
@@ -93,9 +137,19 @@ class HarnessSmokeTest(tf.test.TestCase):
       self.assertIn("Mnemosyne (coordinate)", f.read())
     with open(os.path.join(first_dir, "curves.png"), "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    env = runs[("diabetes_mlp", "adam:0.01", 0)]["environment"]
+    self.assertEqual(env, quality.environment())
+    self.assertEqual(saved["meta"]["environments"], {quality._environment_id(env): 2})
+    # Run again: everything is cached; --verify re-runs a cached run of each
+    # optimizer kind, in this process, and finds it identical.
     lines = []
-    quality.run_benchmark(out_dir=first_dir, log=lines.append, **kwargs)
+    _, _, meta = quality.run_benchmark(out_dir=first_dir, log=lines.append, verify=2,
+                                       **kwargs)
     self.assertIn("2 runs cached, 0 to do", lines[0])
+    self.assertEqual(sorted(v["optimizer"] for v in meta["verify"]), sorted(specs))
+    self.assertTrue(all(v["identical"] for v in meta["verify"]), meta["verify"])
+    with open(os.path.join(first_dir, "results.md")) as f:
+      self.assertIn("2 cached runs re-run in this process (`--verify`): 2 identical", f.read())
 
   def test_bad_arguments_fail_before_any_run(self):
     out_dir = self.create_tempdir().full_path
