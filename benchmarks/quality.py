@@ -87,10 +87,40 @@ def make_optimizer(spec: str):
                    f"learned:<weights> or one of {FAMILIES} with :<learning rate>")
 
 
+# The modules a learned optimizer runs (relative to the mnemosyne_tf package).
+_OPTIMIZER_SOURCES = ("__init__.py", "optimizer.py", "rule.py", "core", "baselines", "weights")
+
+
+def optimizer_source_version() -> str:
+  """Checksum of the learned optimizers' source (what `Mnemosyne` and
+  `LearnedOptimizer` run: the front end, the rule, the core, the baselines,
+  the weights loader). A float-rounding change there changes long runs, so it
+  is part of the cache key of every learned-optimizer run."""
+  import hashlib
+  import mnemosyne_tf
+  root = os.path.dirname(os.path.abspath(mnemosyne_tf.__file__))
+  paths = []
+  for entry in _OPTIMIZER_SOURCES:
+    full = os.path.join(root, entry)
+    if os.path.isdir(full):
+      paths += [os.path.join(full, n) for n in os.listdir(full) if n.endswith(".py")]
+    else:
+      paths.append(full)
+  digest = hashlib.sha256()
+  for path in sorted(paths):
+    digest.update(os.path.relpath(path, root).encode())
+    with open(path, "rb") as f:
+      digest.update(f.read())
+  return digest.hexdigest()[:12]
+
+
 def spec_version(spec: str) -> str:
-  """What identifies the optimizer's behaviour in the run cache (weights checksum)."""
+  """What identifies the optimizer's behaviour in the run cache: for a learned
+  optimizer, its weights checksum and the optimizer source's; for a Keras
+  baseline, the spec (the Keras version is recorded with each run)."""
   if spec.split(":")[0] in ("mnemosyne", "learned"):
-    return f"{spec}@{make_optimizer(spec).weights_sha256[:16]}"
+    return (f"{spec}@{make_optimizer(spec).weights_sha256[:16]}"
+            f"@src={optimizer_source_version()}")
   return spec
 
 
@@ -109,32 +139,18 @@ def code_version() -> str:
 
 
 def environment() -> dict:
-  """What a run's numbers depend on besides its cache key: the library versions
-  and the source of the optimizers (the mnemosyne_tf package) and of this
-  harness's optimizer factory. Recorded with every run (not part of the key, so
-  that an edit elsewhere in the package does not discard hours of baselines);
-  the results say how many environments their runs span, and --verify re-runs
-  cached runs to check that they still come out the same."""
-  import hashlib
-  import inspect
+  """What a run's numbers may depend on besides its cache key: the library
+  versions. Recorded with every run (not part of the key: a new patch release
+  should not discard hours of baselines); the results say how many
+  environments their runs span, and --verify re-runs cached runs to check that
+  they still come out the same."""
   import keras
   import numpy
   import sklearn
   import tensorflow as tf
-  import mnemosyne_tf
-  root = os.path.dirname(os.path.abspath(mnemosyne_tf.__file__))
-  digest = hashlib.sha256(inspect.getsource(make_optimizer).encode())
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    for name in sorted(filenames):
-      if name.endswith(".py"):
-        path = os.path.join(dirpath, name)
-        digest.update(os.path.relpath(path, root).encode())
-        with open(path, "rb") as f:
-          digest.update(f.read())
   return {"python": platform.python_version(), "tensorflow": tf.__version__,
           "keras": keras.__version__, "numpy": numpy.__version__,
-          "sklearn": sklearn.__version__, "optimizer_source": digest.hexdigest()[:12]}
+          "sklearn": sklearn.__version__}
 
 
 def _environment_id(env) -> str:
@@ -455,16 +471,21 @@ def plot(results, runs, seeds, path):
 def _pick_for_verify(cached, count):
   """Up to `count` cached (problem, spec, seed), deterministically, spread over
   optimizer kinds and problems (one of each kind in turn)."""
+  import itertools
   by_kind = {}
-  for key in sorted(cached):
-    by_kind.setdefault(key[1].split(":")[0], []).append(key)
-  picks, turn = [], 0
-  while len(picks) < count and any(by_kind.values()):
-    for kind in sorted(by_kind):
-      if by_kind[kind] and len(picks) < count:
-        keys = by_kind[kind]
-        picks.append(keys.pop((turn * 7) % len(keys)))  # stride over problems and seeds
-    turn += 1
+  for key in sorted(cached, key=lambda k: (k[2], k[1], k[0])):  # seed, spec, problem
+    by_kind.setdefault(key[1].split(":")[0], {}).setdefault(key[0], []).append(key)
+  queues = {}
+  for i, kind in enumerate(sorted(by_kind)):
+    problems = sorted(by_kind[kind])
+    problems = problems[i % len(problems):] + problems[:i % len(problems)]  # other starts
+    queues[kind] = [k for group in itertools.zip_longest(*(by_kind[kind][p] for p in problems))
+                    for k in group if k is not None]  # one of each problem in turn
+  picks = []
+  while len(picks) < count and any(queues.values()):
+    for kind in sorted(queues):
+      if queues[kind] and len(picks) < count:
+        picks.append(queues[kind].pop(0))
   return picks
 
 

@@ -166,6 +166,17 @@ class HarnessSmokeTest(tf.test.TestCase):
       quality.optimizer_specs(quality.QUICK_GRID, lstm_weights="nope")
     self.assertEqual(os.listdir(out_dir), [])
 
+  def test_learned_optimizer_runs_are_keyed_by_weights_and_source(self):
+    version = quality.spec_version("mnemosyne:coordinate")
+    self.assertIn(quality.make_optimizer("mnemosyne:coordinate").weights_sha256[:16], version)
+    self.assertTrue(version.endswith("@src=" + quality.optimizer_source_version()))
+    self.assertEqual(quality.spec_version("adam:0.01"), "adam:0.01")
+    picks = quality._pick_for_verify(
+        [(p, s, seed) for p in "abc" for s in ("adam:1", "adam:2", "sgdm:1") for seed in (0, 1)],
+        4)
+    self.assertEqual([k[1].split(":")[0] for k in picks], ["adam", "sgdm", "adam", "sgdm"])
+    self.assertLen({k[0] for k in picks}, 3)  # spread over problems
+
   def test_default_optimizer_list_covers_every_mode_and_grid(self):
     specs = quality.optimizer_specs(quality.FULL_GRID, lstm_weights=None)
     from mnemosyne_tf import weights as weights_lib
