@@ -150,7 +150,26 @@ def environment() -> dict:
   import tensorflow as tf
   return {"python": platform.python_version(), "tensorflow": tf.__version__,
           "keras": keras.__version__, "numpy": numpy.__version__,
-          "sklearn": sklearn.__version__}
+          "sklearn": sklearn.__version__, "cpu": _cpu()}
+
+
+def _cpu() -> str:
+  """The CPU model and a checksum of its instruction-set flags: TF's CPU
+  kernels (oneDNN) pick code paths by instruction set, which changes float
+  rounding."""
+  import hashlib
+  model, isa = platform.machine(), ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == platform.machine():
+          model = value.strip()
+        elif key.strip() == "flags" and not isa:
+          isa = hashlib.sha256(" ".join(sorted(value.split())).encode()).hexdigest()[:8]
+  except OSError:
+    pass
+  return f"{model}" + (f" (flags {isa})" if isa else "")
 
 
 def _environment_id(env) -> str:
@@ -369,11 +388,21 @@ def markdown(results: dict, meta: dict) -> str:
               "re-runs cached runs to check they reproduce): " + "; ".join(
                   f"{count} runs: {env}" for env, count in environments.items()) + ".", ""]
   if meta.get("verify"):
-    same = sum(v["identical"] for v in meta["verify"])
-    lines += [f"Reproducibility: {len(meta['verify'])} cached runs re-run in this process "
-              f"(`--verify`): {same} identical" + ("" if same == len(meta["verify"]) else
-              ", the others differ by at most a relative " + f"{max(v['max_relative_difference'] for v in meta['verify']):.2e}")
-              + ".", ""]
+    lines += ["Reproducibility (`--verify`: cached runs re-run in this process, compared "
+              "chunk by chunk):"]
+    for same_env, what in ((True, "made in this environment"),
+                           (False, "made in another or an unrecorded environment")):
+      group = [v for v in meta["verify"] if v.get("same_environment", False) == same_env]
+      if group:
+        same = sum(v["identical"] for v in group)
+        worst = max(v["max_relative_difference"] for v in group)
+        final = max((abs(a - b) / max(abs(a), 1e-30) for a, b in
+                     (v["final_loss"] for v in group) if math.isfinite(a + b)), default=0.0)
+        lines.append(f"- {len(group)} runs {what}: {same} identical" + (
+            "" if same == len(group) else
+            f"; the others differ by at most {worst:.2g} (relative) in a curve point and "
+            f"{final:.2g} in the final loss"))
+    lines.append("")
   for name, res in results.items():
     per_spec, tuned = res["optimizers"], res["tuned"]
     metric_names = sorted(set().union(*(e["metrics"] for e in per_spec.values())))
@@ -502,9 +531,13 @@ def verify_runs(picks, runs, steps, horizon, points, jit_compile, log=print):
                 if math.isfinite(a) or math.isfinite(b)), default=0.0)
     identical = (cached["curve"] == fresh["curve"] and cached["metrics"] == fresh["metrics"])
     report.append({"problem": name, "optimizer": spec, "seed": seed, "identical": identical,
-                   "max_relative_difference": diff})
+                   "max_relative_difference": diff,
+                   "same_environment": cached.get("environment") == environment(),
+                   "final_loss": [cached["losses_at"][str(steps)],
+                                  fresh["losses_at"][str(steps)]]})
     log(f"verify {name:15s} {label(spec):22s} seed {seed}: "
-        + ("identical" if identical else f"differs (max relative difference {diff:.2e})"))
+        + ("identical" if identical else f"differs (max relative difference {diff:.2e})")
+        + f"; cached run's environment: {_environment_id(cached.get('environment'))}")
   return report
 
 

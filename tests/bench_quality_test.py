@@ -149,7 +149,7 @@ class HarnessSmokeTest(tf.test.TestCase):
     self.assertEqual(sorted(v["optimizer"] for v in meta["verify"]), sorted(specs))
     self.assertTrue(all(v["identical"] for v in meta["verify"]), meta["verify"])
     with open(os.path.join(first_dir, "results.md")) as f:
-      self.assertIn("2 cached runs re-run in this process (`--verify`): 2 identical", f.read())
+      self.assertIn("- 2 runs made in this environment: 2 identical", f.read())
 
   def test_bad_arguments_fail_before_any_run(self):
     out_dir = self.create_tempdir().full_path
