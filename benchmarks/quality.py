@@ -497,9 +497,16 @@ def plot(results, runs, seeds, path):
 
 
 # ----------------------------------------------------------------- driver
-def _pick_for_verify(cached, count):
+def _pick_for_verify(cached, count, current=None):
   """Up to `count` cached (problem, spec, seed), deterministically, spread over
-  optimizer kinds and problems (one of each kind in turn)."""
+  optimizer kinds and problems (one of each kind in turn); if `current` (the
+  keys made in this environment) is given, alternately from those and the rest."""
+  if current is not None:
+    mine = _pick_for_verify([k for k in cached if k in current], count)
+    others = _pick_for_verify([k for k in cached if k not in current], count)
+    both = [k for pair in zip(mine, others) for k in pair]
+    rest = mine[len(others):] + others[len(mine):]
+    return (both + rest)[:count]
   import itertools
   by_kind = {}
   for key in sorted(cached, key=lambda k: (k[2], k[1], k[0])):  # seed, spec, problem
@@ -576,9 +583,10 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
         else:
           todo.append((key, name, spec, seed))
   log(f"{len(runs)} runs cached, {len(todo)} to do")
-  verified = verify_runs(_pick_for_verify(runs, verify), runs, steps, horizon, points,
-                         jit_compile, log) if verify else []
   env = environment()
+  current = {k for k, run in runs.items() if run.get("environment") == env}
+  verified = verify_runs(_pick_for_verify(list(runs), verify, current), runs, steps, horizon,
+                         points, jit_compile, log) if verify else []
   started = time.time()
   for i, (key, name, spec, seed) in enumerate(todo):
     run = train_run(name, spec, steps, seed, points, jit_compile, horizon)

@@ -176,6 +176,10 @@ class HarnessSmokeTest(tf.test.TestCase):
         4)
     self.assertEqual([k[1].split(":")[0] for k in picks], ["adam", "sgdm", "adam", "sgdm"])
     self.assertLen({k[0] for k in picks}, 3)  # spread over problems
+    keys = [(p, "adam:1", seed) for p in "ab" for seed in (0, 1)]
+    picks = quality._pick_for_verify(keys, 3, current={("b", "adam:1", 1)})
+    self.assertEqual(picks[0], ("b", "adam:1", 1))  # this environment's and others', in turn
+    self.assertLen(set(picks), 3)
 
   def test_default_optimizer_list_covers_every_mode_and_grid(self):
     specs = quality.optimizer_specs(quality.FULL_GRID, lstm_weights=None)
