@@ -195,9 +195,10 @@ def slopes_of(rows):
     for name, by_size in times.items():
       slopes.setdefault(tag, {})[name] = slope(sorted(by_size.items()))
       shared = sorted(set(by_size) & set(adam))
+      adam_slope = slope([(p, adam[p]) for p in shared]) if len(shared) >= 2 else 0.0
       ratios.setdefault(tag, {})[name] = (
-          slope([(p, by_size[p]) for p in shared]) / slope([(p, adam[p]) for p in shared])
-          if len(shared) >= 2 else float("nan"))
+          slope([(p, by_size[p]) for p in shared]) / adam_slope if adam_slope > 0
+          else float("nan"))
   return slopes, ratios
 
 
@@ -226,6 +227,7 @@ def markdown(rows, slope_ratios, meta) -> str:
     for n in names:
       match = [r for r in rows if (r["model"], r["xla"], r["optimizer"]) == (model, xla, n)]
       cells.append("—" if not match else "out of memory" if match[0]["out_of_memory"]
+                   else "— (Adam out of memory)" if match[0]["ratio_to_adam"] is None
                    else f"{match[0]['ratio_to_adam']:.2f}x")
     lines.append(f"| {model} | {params:,d} | {'on' if xla else 'off'} | " + " | ".join(cells)
                  + " |")

@@ -22,8 +22,8 @@ diverges if its loss becomes NaN/Inf (its final loss is then inf).
 
 Outputs in --out_dir: runs.json (every run, re-used when the command is run
 again: an interrupted benchmark continues; each new run records its library
-versions and optimizer source, and `--verify=K` re-runs K cached runs to check
-that they reproduce), results.json (every aggregated number and the run's
+versions and CPU, and `--verify=K` re-runs K cached runs to check that they
+reproduce), results.json (every aggregated number and the run's
 date, machine and command), results.md (the table), and curves.png (loss
 against steps per problem, every optimizer, band = spread over seeds).
 """
@@ -384,7 +384,7 @@ def markdown(results: dict, meta: dict) -> str:
            "is the run's own (compilation included, the problem's pre-training not), "
            "as measured when the run was made.", ""]
   if environments:
-    lines += ["Runs by environment (library versions and optimizer source; `--verify` "
+    lines += ["Runs by environment (library versions and CPU; `--verify` "
               "re-runs cached runs to check they reproduce): " + "; ".join(
                   f"{count} runs: {env}" for env, count in environments.items()) + ".", ""]
   if meta.get("verify"):
@@ -396,8 +396,9 @@ def markdown(results: dict, meta: dict) -> str:
       if group:
         same = sum(v["identical"] for v in group)
         worst = max(v["max_relative_difference"] for v in group)
-        final = max((abs(a - b) / max(abs(a), 1e-30) for a, b in
-                     (v["final_loss"] for v in group) if math.isfinite(a + b)), default=0.0)
+        final = max((0.0 if a == b else abs(a - b) / max(abs(a), 1e-30)
+                     if math.isfinite(a) and math.isfinite(b) else float("inf")
+                     for a, b in (v["final_loss"] for v in group)), default=0.0)
         lines.append(f"- {len(group)} runs {what}: {same} identical" + (
             "" if same == len(group) else
             f"; the others differ by at most {worst:.2g} (relative) in a curve point and "
@@ -509,14 +510,25 @@ def _pick_for_verify(cached, count, current=None):
     return (both + rest)[:count]
   import itertools
   by_kind = {}
-  for key in sorted(cached, key=lambda k: (k[2], k[1], k[0])):  # seed, spec, problem
-    by_kind.setdefault(key[1].split(":")[0], {}).setdefault(key[0], []).append(key)
-  queues = {}
-  for i, kind in enumerate(sorted(by_kind)):
-    problems = sorted(by_kind[kind])
-    problems = problems[i % len(problems):] + problems[:i % len(problems)]  # other starts
-    queues[kind] = [k for group in itertools.zip_longest(*(by_kind[kind][p] for p in problems))
-                    for k in group if k is not None]  # one of each problem in turn
+  for key in cached:
+    by_kind.setdefault(key[1].split(":")[0], {}).setdefault(key[1], []).append(key)
+  queues, turn = {}, 0
+  for kind in sorted(by_kind):
+    orders = []
+    for spec in sorted(by_kind[kind]):
+      # Each spec's runs, problem by problem, each spec starting at another
+      # problem and seed: consecutive picks differ in spec, problem and seed.
+      have = set(by_kind[kind][spec])
+      problems = sorted({k[0] for k in have})
+      seeds = sorted({k[2] for k in have})
+      diagonal = [(problems[(turn + i) % len(problems)],
+                   spec, seeds[(turn + i + i // len(problems)) % len(seeds)])
+                  for i in range(len(problems) * len(seeds))]
+      diagonal = [k for k in dict.fromkeys(diagonal) if k in have]
+      orders.append(diagonal + sorted(have - set(diagonal)))  # the diagonal may not cover all
+      turn += 1
+    queues[kind] = [k for group in itertools.zip_longest(*orders) for k in group
+                    if k is not None]  # one of each spec in turn
   picks = []
   while len(picks) < count and any(queues.values()):
     for kind in sorted(queues):
@@ -525,18 +537,32 @@ def _pick_for_verify(cached, count, current=None):
   return picks
 
 
+def _max_relative_difference(a: dict, b: dict) -> float:
+  """Largest relative difference between two runs' curves and metrics: 0 if
+  they are identical (NaN matching NaN), inf if their shapes differ or one is
+  finite where the other is not."""
+  if len(a["curve"]) != len(b["curve"]) or set(a["metrics"]) != set(b["metrics"]):
+    return float("inf")
+  pairs = list(zip(a["curve"], b["curve"])) + [(a["metrics"][m], b["metrics"][m])
+                                                for m in a["metrics"]]
+  worst = 0.0
+  for x, y in pairs:
+    if math.isnan(x) and math.isnan(y) or x == y:
+      continue
+    if not (math.isfinite(x) and math.isfinite(y)):
+      return float("inf")
+    worst = max(worst, abs(x - y) / max(abs(x), 1e-30))
+  return worst
+
+
 def verify_runs(picks, runs, steps, horizon, points, jit_compile, log=print):
   """Re-runs cached runs; each must give the same curve and metrics as cached."""
   report = []
   for name, spec, seed in picks:
     cached = runs[(name, spec, seed)]
     fresh = train_run(name, spec, steps, seed, points, jit_compile, horizon)
-    pairs = list(zip(cached["curve"], fresh["curve"]))
-    pairs += [(cached["metrics"][m], fresh["metrics"].get(m, float("nan")))
-              for m in cached["metrics"]]
-    diff = max((abs(a - b) / max(abs(a), 1e-30) for a, b in pairs
-                if math.isfinite(a) or math.isfinite(b)), default=0.0)
-    identical = (cached["curve"] == fresh["curve"] and cached["metrics"] == fresh["metrics"])
+    diff = _max_relative_difference(cached, fresh)
+    identical = diff == 0.0
     report.append({"problem": name, "optimizer": spec, "seed": seed, "identical": identical,
                    "max_relative_difference": diff,
                    "same_environment": cached.get("environment") == environment(),

@@ -99,6 +99,18 @@ class FiguresTest(tf.test.TestCase):
     self.assertEqual(quality._fmt_steps(half_entry, 2), "1/2 seeds")
     self.assertEqual(out["optimizers"]["adam:0.01"]["steps_to_tuned_adam"], 20.0)
 
+  def test_verify_compares_runs_exactly(self):
+    run = {"curve": [1.0, 0.5, float("nan")], "metrics": {"acc": 0.9}}
+    self.assertEqual(quality._max_relative_difference(run, dict(run)), 0.0)  # NaN == NaN here
+    self.assertAllClose(quality._max_relative_difference(
+        run, dict(run, curve=[1.0, 0.5000005, float("nan")])), 1e-6)
+    self.assertEqual(quality._max_relative_difference(run, dict(run, curve=[1.0, 0.5])),
+                     float("inf"))
+    self.assertEqual(quality._max_relative_difference(
+        run, dict(run, curve=[1.0, float("inf"), float("nan")])), float("inf"))
+    self.assertEqual(quality._max_relative_difference(run, dict(run, metrics={})),
+                     float("inf"))
+
   def test_spread_is_printed_at_the_value_s_own_scale(self):
     self.assertEqual(quality._fmt(2.5e-9, 1.5e-9), "2.50e-09 ± 1.5e-09")
     self.assertEqual(quality._fmt(0.5, 0.0), "0.5000 ± 0")  # seeds agree: shown, not hidden
@@ -176,6 +188,12 @@ class HarnessSmokeTest(tf.test.TestCase):
         4)
     self.assertEqual([k[1].split(":")[0] for k in picks], ["adam", "sgdm", "adam", "sgdm"])
     self.assertLen({k[0] for k in picks}, 3)  # spread over problems
+    everything = [(p, s, seed) for p in "ab" for s in ("adam:1", "mnemosyne:x", "mnemosyne:y")
+                  for seed in (0, 1, 2)]
+    picks = quality._pick_for_verify(everything, len(everything))
+    self.assertCountEqual(picks, everything)  # every run once, whatever the counts
+    # Kinds in turn, and within a kind its specs in turn.
+    self.assertEqual({k[1] for k in picks[:4]}, {"adam:1", "mnemosyne:x", "mnemosyne:y"})
     keys = [(p, "adam:1", seed) for p in "ab" for seed in (0, 1)]
     picks = quality._pick_for_verify(keys, 3, current={("b", "adam:1", 1)})
     self.assertEqual(picks[0], ("b", "adam:1", 1))  # this environment's and others', in turn
