@@ -367,6 +367,50 @@ def _strict(value):
   return value
 
 
+def summary_markdown(results: dict, meta: dict) -> str:
+  """Every problem in one table per horizon: each untuned optimizer's mean final
+  loss [how many of Adam's grid points beat it], each family's tuned point, and
+  per learned optimizer how often it beats Adam(1e-3) and is within one grid
+  point of tuned Adam."""
+  names = list(results)
+  first = results[names[0]]["optimizers"]
+  untuned = [s for s in first if s.split(":")[0] not in FAMILIES]
+  adam_default = _adam_default(first)
+  families = [f for f in FAMILIES if f in results[names[0]]["tuned"]]
+  lines = []
+  for tag, at in (("1x", meta["horizon"]), ("10x", meta["steps"])):
+    multiple = f"{at / meta['horizon']:g}x"
+    lines += [f"Final training loss at {at} steps ({multiple}), mean over seeds {meta['seeds']}; "
+              "in brackets, how many points of Adam's grid do better; tuned = the family's "
+              "best grid point (its learning rate in brackets).", "",
+              "| problem | " + " | ".join(first[s]["label"] for s in untuned)
+              + (" | Adam 1e-3" if adam_default else "")
+              + "".join(f" | {FAMILY_NAMES[f]}, tuned" for f in families) + " |",
+              "|---|" + "---|" * (len(untuned) + bool(adam_default) + len(families))]
+    wins = {s: [0, 0] for s in untuned}
+    for name in names:
+      per_spec, tuned = results[name]["optimizers"], results[name]["tuned"]
+      cells = []
+      for spec in untuned + ([adam_default] if adam_default else []):
+        e = per_spec[spec]
+        rank = grid_rank(per_spec, spec, "adam", tag) if "adam" in tuned else None
+        cells.append(_fmt(e[f"loss_{tag}"]) + (f" [{rank}]" if rank is not None else ""))
+        if spec in wins and adam_default:
+          wins[spec][0] += e[f"loss_{tag}"] < per_spec[adam_default][f"loss_{tag}"]
+          wins[spec][1] += rank is not None and rank <= 1
+      for family in families:
+        pick = tuned[family][tag]
+        cells.append(f"{_fmt(per_spec[pick][f'loss_{tag}'])} ({pick.split(':')[1]})")
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if adam_default and "adam" in families:
+      lines += ["", f"At {multiple}: " + "; ".join(
+          f"{first[s]['label']} beats Adam 1e-3 on {w[0]}/{len(names)} problems and is within "
+          f"one grid point of tuned Adam on {w[1]}/{len(names)}" for s, w in wins.items())
+          + "."]
+    lines.append("")
+  return "\n".join(lines)
+
+
 def markdown(results: dict, meta: dict) -> str:
   h, n = meta["horizon"], meta["steps"]
   multiple = f"{n / h:g}x"
@@ -404,6 +448,7 @@ def markdown(results: dict, meta: dict) -> str:
             f"; the others differ by at most {worst:.2g} (relative) in a curve point and "
             f"{final:.2g} in the final loss"))
     lines.append("")
+  lines += ["## Summary", "", summary_markdown(results, meta), "## Per problem", ""]
   for name, res in results.items():
     per_spec, tuned = res["optimizers"], res["tuned"]
     metric_names = sorted(set().union(*(e["metrics"] for e in per_spec.values())))

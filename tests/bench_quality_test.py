@@ -62,6 +62,27 @@ class FiguresTest(tf.test.TestCase):
     self.assertEqual(out["optimizers"]["sgdm:0.1"]["loss_10x"], float("inf"))
     self.assertEqual(quality.grid_rank(out["optimizers"], "adam:0.001", "adam", "10x"), 1)
 
+  def test_summary_counts_wins_against_adam(self):
+    def run(final_1x, final_10x):
+      return {"curve": [final_10x] * 100, "chunk": 1, "steps": 100, "diverged": False,
+              "metrics": {}, "wall_seconds": 1.0,
+              "losses_at": {"10": final_1x, "100": final_10x}}
+    runs = {("p", "adam:0.001", 0): run(0.5, 0.2), ("p", "adam:0.01", 0): run(0.3, 0.25),
+            ("p", "adam:0.1", 0): run(0.9, 0.1),
+            ("p", "mnemosyne:coordinate", 0): run(0.4, 0.3),  # 1x: 1 point better; 10x: 3
+            ("q", "adam:0.001", 0): run(0.5, 0.2), ("q", "adam:0.01", 0): run(0.3, 0.25),
+            ("q", "adam:0.1", 0): run(0.9, 0.1),
+            ("q", "mnemosyne:coordinate", 0): run(0.6, 0.05)}  # 1x: 2 better; 10x: 0
+    specs = ["mnemosyne:coordinate", "adam:0.001", "adam:0.01", "adam:0.1"]
+    results = quality.aggregate(runs, ["p", "q"], specs, [0], steps=100, horizon=10)
+    text = quality.summary_markdown(results, {"horizon": 10, "steps": 100, "seeds": [0]})
+    self.assertIn("| p | 0.4000 [1] | 0.5000 [1] | 0.3000 (0.01) |", text)
+    self.assertIn("| q | 0.0500 [0] | 0.2000 [1] | 0.1000 (0.1) |", text)
+    self.assertIn("At 1x: Mnemosyne (coordinate) beats Adam 1e-3 on 1/2 problems and is "
+                  "within one grid point of tuned Adam on 1/2.", text)
+    self.assertIn("At 10x: Mnemosyne (coordinate) beats Adam 1e-3 on 1/2 problems and is "
+                  "within one grid point of tuned Adam on 1/2.", text)
+
 
   def test_no_target_when_every_adam_point_diverges(self):
     def run(final):
