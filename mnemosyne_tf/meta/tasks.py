@@ -49,6 +49,12 @@ META_TRAIN = (
     TaskSpec("digits_mlp_64x64_tanh", "digits", "mlp", (64, 64), "tanh"),
     TaskSpec("wine_mlp_32_relu", "wine", "mlp", (32,), "relu", batch_size=64),
     TaskSpec("digits_cnn_8x16", "digits_images", "cnn", (8, 16), "relu"),
+    # More varied tasks (coordinate_v5): other depth, activations, data and
+    # smaller (noisier) batches. Configs name their tasks, so adding here changes
+    # no earlier config.
+    TaskSpec("iris_mlp_16_relu", "iris", "mlp", (16,), "relu", batch_size=32),
+    TaskSpec("digits_mlp_32x32x32_elu", "digits", "mlp", (32, 32, 32), "elu", batch_size=32),
+    TaskSpec("wine_mlp_64x64_sigmoid", "wine", "mlp", (64, 64), "sigmoid", batch_size=32),
 )
 
 HELD_OUT = (
