@@ -228,6 +228,11 @@ class HarnessSmokeTest(tf.test.TestCase):
     self.assertIn("mnemosyne:coordinate", specs)
     for family in quality.FAMILIES:
       self.assertEqual(sum(s.startswith(family + ":") for s in specs), 7)
+    quick = quality.optimizer_specs(quality.QUICK_GRID, lstm_weights=None, families=("adam",))
+    self.assertEqual([s for s in quick if not s.startswith("mnemosyne:")],
+                     ["adam:0.001", "adam:0.01", "adam:0.1"])
+    with self.assertRaisesRegex(ValueError, "unknown optimizer families \\['adamw'\\]"):
+      quality.optimizer_specs(quality.QUICK_GRID, lstm_weights=None, families=("adamw",))
     self.assertEqual(quality.FULL_GRID[0], 1e-4)
     self.assertEqual(quality.FULL_GRID[-1], 1e-1)
 
