@@ -30,6 +30,7 @@ against steps per problem, every optimizer, band = spread over seeds).
 """
 
 import datetime
+import itertools
 import json
 import math
 import os
@@ -550,43 +551,23 @@ def plot(results, runs, seeds, path):
 
 
 # ----------------------------------------------------------------- driver
-def _pick_for_verify(cached, count, current=None):
-  """Up to `count` cached (problem, spec, seed), deterministically, spread over
-  optimizer kinds and problems (one of each kind in turn); if `current` (the
-  keys made in this environment) is given, alternately from those and the rest."""
-  if current is not None:
-    mine = _pick_for_verify([k for k in cached if k in current], count)
-    others = _pick_for_verify([k for k in cached if k not in current], count)
-    both = [k for pair in zip(mine, others) for k in pair]
-    rest = mine[len(others):] + others[len(mine):]
-    return (both + rest)[:count]
-  import itertools
-  by_kind = {}
-  for key in cached:
-    by_kind.setdefault(key[1].split(":")[0], {}).setdefault(key[1], []).append(key)
-  queues, turn = {}, 0
-  for kind in sorted(by_kind):
-    orders = []
-    for spec in sorted(by_kind[kind]):
-      # Each spec's runs, problem by problem, each spec starting at another
-      # problem and seed: consecutive picks differ in spec, problem and seed.
-      have = set(by_kind[kind][spec])
-      problems = sorted({k[0] for k in have})
-      seeds = sorted({k[2] for k in have})
-      diagonal = [(problems[(turn + i) % len(problems)],
-                   spec, seeds[(turn + i + i // len(problems)) % len(seeds)])
-                  for i in range(len(problems) * len(seeds))]
-      diagonal = [k for k in dict.fromkeys(diagonal) if k in have]
-      orders.append(diagonal + sorted(have - set(diagonal)))  # the diagonal may not cover all
-      turn += 1
-    queues[kind] = [k for group in itertools.zip_longest(*orders) for k in group
-                    if k is not None]  # one of each spec in turn
-  picks = []
-  while len(picks) < count and any(queues.values()):
-    for kind in sorted(queues):
-      if queues[kind] and len(picks) < count:
-        picks.append(queues[kind].pop(0))
-  return picks
+def _pick_for_verify(cached, count, current=frozenset()):
+  """Up to `count` cached (problem, spec, seed), deterministically: shuffled
+  with a fixed seed, one of each optimizer kind in turn, alternately from the
+  runs made in this environment (`current`) and the others."""
+  import random
+  rng = random.Random(0)
+  pools = []
+  for group in (sorted(k for k in cached if k in current),
+                sorted(k for k in cached if k not in current)):
+    by_kind = {}
+    for key in group:
+      by_kind.setdefault(key[1].split(":")[0], []).append(key)
+    for keys in by_kind.values():
+      rng.shuffle(keys)
+    queues = [by_kind[kind] for kind in sorted(by_kind)]
+    pools.append([k for turn in itertools.zip_longest(*queues) for k in turn if k])
+  return [k for turn in itertools.zip_longest(*pools) for k in turn if k][:count]
 
 
 def _max_relative_difference(a: dict, b: dict) -> float:
@@ -607,8 +588,9 @@ def _max_relative_difference(a: dict, b: dict) -> float:
   return worst
 
 
-def verify_runs(picks, runs, steps, horizon, points, jit_compile, log=print):
-  """Re-runs cached runs; each must give the same curve and metrics as cached."""
+def verify_runs(picks, runs, steps, horizon, points, jit_compile, env, log=print):
+  """Re-runs cached runs; each must give the same curve and metrics as cached.
+  `env`: this process's environment()."""
   report = []
   for name, spec, seed in picks:
     cached = runs[(name, spec, seed)]
@@ -617,7 +599,7 @@ def verify_runs(picks, runs, steps, horizon, points, jit_compile, log=print):
     identical = diff == 0.0
     report.append({"problem": name, "optimizer": spec, "seed": seed, "identical": identical,
                    "max_relative_difference": diff,
-                   "same_environment": cached.get("environment") == environment(),
+                   "same_environment": cached.get("environment") == env,
                    "final_loss": [cached["losses_at"][str(steps)],
                                   fresh["losses_at"][str(steps)]]})
     log(f"verify {name:15s} {label(spec):22s} seed {seed}: "
@@ -664,7 +646,7 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
   env = environment()
   current = {k for k, run in runs.items() if run.get("environment") == env}
   verified = verify_runs(_pick_for_verify(list(runs), verify, current), runs, steps, horizon,
-                         points, jit_compile, log) if verify else []
+                         points, jit_compile, env, log) if verify else []
   started = time.time()
   for i, (key, name, spec, seed) in enumerate(todo):
     run = train_run(name, spec, steps, seed, points, jit_compile, horizon)
