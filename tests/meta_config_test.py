@@ -53,7 +53,16 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
                                   "init_weights": {"coordinate": "coordinate_v2"}},
        "mapping of init_weights is for network 'super'"),
       ("mapping_keys", {"network": "super", "init": "weights",
-                        "init_weights": {"coordinate": "coordinate_v2"}}, "exactly the keys"))
+                        "init_weights": {"coordinate": "coordinate_v2"}}, "exactly the keys"),
+      ("calibrate_zero", {"calibrate_step_size": [1.0, 0.0]}, "calibrate_step_size must be"),
+      ("calibrate_repeats", {"calibrate_step_size": [2.0, 2]}, "distinct"),
+      ("calibrate_not_a_list", {"calibrate_step_size": 2.0}, "calibrate_step_size must be"),
+      ("calibrate_lstm", {"network": "lstm", "init": "random", "calibrate_step_size": [1.0]},
+       "needs a network with a log_step_size"),
+      ("calibrate_horizon_multiple", {"horizon": 200, "unroll": 20, "calibrate_horizon": 210},
+       "calibrate_horizon must be"),
+      ("calibrate_horizon_short", {"horizon": 200, "unroll": 20, "calibrate_horizon": 100},
+       "calibrate_horizon must be"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)

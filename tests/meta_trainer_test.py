@@ -139,6 +139,65 @@ class MetaTrainerTest(tf.test.TestCase):
       if finite:
         self.assertAllClose(meta_loss, np.log(1e-4))
 
+  def test_step_size_calibration_scores_whole_trajectories(self):
+    """The calibration's scores equal an eager re-computation of the same
+    trajectories (the rule applied step by step outside the compiled segment);
+    a diverging multiplier scores +inf; the export takes the best multiplier;
+    a rerun reuses the saved scores."""
+    multipliers = [0.5, 4.0, 10000.0]
+    cfg = tiny(horizon=4, unroll=2, max_horizon=8, meta_steps=2,
+               meta_loss_floor=1e-6, calibrate_step_size=multipliers)
+    workdir = self.create_tempdir().full_path
+    meta = trainer_lib.MetaTrainer(cfg, workdir)
+    lines = []
+    summary = meta.train(log=lines.append)
+    record = summary["step_size_calibration"]
+    task, network = meta.trajectories[0].task, meta.network
+    theta = meta.theta_values()
+
+    def eager_score(multiplier):
+      shifted = dict(theta, log_step_size=np.float32(
+          theta["log_step_size"] + np.log(multiplier)))
+      params = task.init_params(seed=10 ** 6 + 1000 * cfg.seed)
+      states = [network.init_state(p) for p in params]
+      start = float(task.loss(params, task.x, task.y))
+      losses = []
+      for t in range(1, 9):
+        if t % 2 == 1:  # a new segment: its batches
+          xs, ys = task.batches(tf.constant([cfg.seed + 104729, (t // 2) * 131], tf.int32), 3)
+        with tf.GradientTape() as tape:
+          tape.watch(params)
+          loss = task.loss(params, xs[(t - 1) % 2], ys[(t - 1) % 2])
+        grads = tape.gradient(loss, params)
+        stepped = [network.apply(shifted, s, g, p, float(t))
+                   for p, g, s in zip(params, grads, states)]
+        params = [p + u for p, (u, _) in zip(params, stepped)]
+        states = [s for _, s in stepped]
+        if t in (4, 8):
+          losses.append(float(task.loss(params, task.x, task.y)))
+          if not np.isfinite(losses[-1]) or losses[-1] > start:
+            return None
+      return float(np.mean(np.log(np.maximum(losses, 1e-6))))
+
+    expected = {m: eager_score(m) for m in multipliers}
+    self.assertIsNone(expected[10000.0])  # this step size blows the MLP up
+    self.assertIsNone(record["scores"]["10000.0"])
+    for m in (0.5, 4.0):
+      self.assertAllClose(record["scores"][str(m)], expected[m], rtol=1e-3, atol=1e-4)
+    best = min((0.5, 4.0), key=lambda m: expected[m])
+    self.assertEqual(record["chosen"], best)
+    weights = mnemosyne_tf.Mnemosyne(weights=summary["path"])
+    self.assertAllClose(weights._rule.theta["log_step_size"],
+                        meta.theta["log_step_size"].numpy() + np.log(best), rtol=0, atol=1e-6)
+    self.assertEqual(weights.provenance["step_size_calibration"]["chosen"], best)
+    self.assertTrue(any("chosen: x" in line for line in lines), lines)
+    # Run again (e.g. after a kill during export): nothing is recomputed.
+    again = trainer_lib.MetaTrainer(cfg, workdir)
+    again._calibration_run = None  # calling it would raise
+    lines = []
+    self.assertEqual(again.train(log=lines.append)["sha256"], summary["sha256"])
+    self.assertIn("3 already done", " ".join(lines))
+
   def test_es_estimator_updates_theta(self):
     meta = trainer_lib.MetaTrainer(tiny(estimator="es", es_pairs=2, meta_steps=2),
                                    self.create_tempdir().full_path)

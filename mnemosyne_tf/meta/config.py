@@ -59,6 +59,18 @@ class MetaTrainConfig:
       loss times a log-uniform factor from this range (the meta-loss does not).
     checkpoint_every: meta-steps between checkpoints.
     log_every: meta-steps between progress lines and summaries.
+    calibrate_step_size: multipliers of the meta-trained step size tried once
+      meta-training is done (empty: no calibration). Each one trains every
+      task from a fixed initialization, without augmentation, for
+      `calibrate_horizon` steps; its score is the mean over tasks of the log
+      of the whole-training-set loss at `horizon` and at `calibrate_horizon`
+      (+inf if a run diverges: NaN/Inf, or a loss above its start). The
+      exported weights take the best multiplier. The meta-gradient sees
+      `unroll` steps at a time, and a short horizon biases it towards small
+      steps (Wu et al. 2018, "short-horizon bias"); this one-dimensional search
+      scores whole trajectories. Needs a network with a log_step_size.
+    calibrate_horizon: trajectory length of the calibration; 0 means
+      max_horizon if it is set, else horizon.
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -82,6 +94,8 @@ class MetaTrainConfig:
   loss_scale_range: Tuple[float, float] = (1.0, 1.0)
   checkpoint_every: int = 100
   log_every: int = 20
+  calibrate_step_size: Tuple[float, ...] = ()
+  calibrate_horizon: int = 0
 
   def __post_init__(self):
     problems = []
@@ -150,13 +164,39 @@ class MetaTrainConfig:
            and all(isinstance(v, (int, float)) and v > 0 for v in value)
            and value[0] <= value[1], f"{name} must be [low, high] with 0 < low <= high, "
            f"got {value!r}")
+    self._check_calibration(need)
     if problems:
       raise ValueError("invalid meta-training config:\n  - " + "\n  - ".join(problems))
+
+  def _check_calibration(self, need):
+    values = self.calibrate_step_size
+    need(isinstance(values, (tuple, list))
+         and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and math.isfinite(v) and v > 0 for v in values)
+         and len(set(values)) == len(values),
+         f"calibrate_step_size must be a list of distinct floats > 0, got {values!r}")
+    if values and self.network in rule.NETWORKS:
+      shapes = rule.build_network(self.network, {}).theta_shapes()
+      need(any(name.endswith("log_step_size") for name in shapes),
+           f"calibrate_step_size needs a network with a log_step_size; "
+           f"{self.network!r} has none")
+    horizon = self.calibrate_horizon
+    ok = isinstance(horizon, int) and not isinstance(horizon, bool)
+    if ok and horizon and isinstance(self.unroll, int) and isinstance(self.horizon, int):
+      ok = horizon >= self.horizon and self.unroll >= 1 and horizon % self.unroll == 0
+    need(ok and horizon >= 0, f"calibrate_horizon must be 0 or a multiple of unroll "
+         f"({self.unroll}) of at least horizon ({self.horizon}), got {horizon!r}")
+
+  def calibration_horizon(self) -> int:
+    """The calibration's trajectory length (see `calibrate_horizon`)."""
+    return self.calibrate_horizon or self.max_horizon or self.horizon
 
   def to_dict(self) -> dict:
     out = dataclasses.asdict(self)
     if out["init_weights"] is None:  # configs without it keep their old form
       del out["init_weights"]
+    if not out["calibrate_step_size"] and not out["calibrate_horizon"]:  # likewise
+      del out["calibrate_step_size"], out["calibrate_horizon"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)
@@ -174,8 +214,12 @@ class MetaTrainConfig:
     hints = typing.get_type_hints(cls)
     coerced = {}
     for name, value in values.items():
-      if hints[name] in (Tuple[str, ...], Tuple[float, float]) and isinstance(value, list):
+      if hints[name] in (Tuple[str, ...], Tuple[float, float], Tuple[float, ...]) and (
+          isinstance(value, list)):
         value = tuple(value)
+      if hints[name] is Tuple[float, ...] and isinstance(value, tuple):
+        value = tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                      for v in value)
       if hints[name] is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
       coerced[name] = value

@@ -33,7 +33,9 @@ def check_workdir_config(workdir: str, cfg) -> None:
   saved = os.path.join(workdir, "config.yaml")
   if os.path.exists(saved):
     previous = config_lib.MetaTrainConfig.from_yaml(saved)
-    ignore = {"meta_steps", "log_every", "checkpoint_every"}
+    # Calibration only changes the export: it may be added to a finished run.
+    ignore = {"meta_steps", "log_every", "checkpoint_every", "calibrate_step_size",
+              "calibrate_horizon"}
     a = {k: v for k, v in previous.to_dict().items() if k not in ignore}
     b = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     if a != b:

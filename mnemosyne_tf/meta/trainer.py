@@ -274,7 +274,7 @@ class MetaTrainer:
       self._record(step + 1, losses, grad_norm, len(grads), log)
       if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.meta_steps:
         self.manager.save(checkpoint_number=step + 1)
-    return self.export()
+    return self.export(calibration=self.calibrate(log))
 
   def _apply_meta_gradient(self, grads: List[dict]) -> float:
     if not grads:
@@ -311,14 +311,90 @@ class MetaTrainer:
           f"{grad_norm:.3g}  {rate:.2f} steps/s  elapsed {record['wall_seconds'] / 60:.1f} min"
           f"  ETA {eta / 60:.1f} min")
 
+  # ----------------------------------------------------------------- calibration
+  def calibrate(self, log=print):
+    """The step-size calibration of `cfg.calibrate_step_size` for the current
+    theta: {"multipliers", "scores", "per_task", "chosen", "seconds", ...}, or
+    None without one. Each multiplier's score is saved to calibration.json as
+    soon as it is known, so a run killed here resumes with the next one."""
+    cfg = self.cfg
+    if not cfg.calibrate_step_size:
+      return None
+    path = os.path.join(self.workdir, "calibration.json")
+    theta = self.theta_values()
+    identity = {"theta_sha256": _theta_digest(theta), "seed": cfg.seed,
+                "horizon": cfg.horizon, "calibrate_horizon": cfg.calibration_horizon(),
+                "tasks": list(cfg.tasks)}
+    done = {}
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f)
+      if saved.get("identity") == identity:
+        done = {float(m): _from_strict(r) for m, r in saved["runs"]}
+    seconds = sum(r["seconds"] for r in done.values())
+    log(f"step-size calibration: {len(cfg.calibrate_step_size)} multipliers x "
+        f"{len(cfg.tasks)} tasks x {cfg.calibration_horizon()} steps"
+        + (f" ({len(done)} already done)" if done else ""))
+    for multiplier in cfg.calibrate_step_size:
+      if multiplier in done:
+        continue
+      run_start = time.time()
+      shifted = {k: tf.constant(v + math.log(multiplier) if k.endswith("log_step_size") else v)
+                 for k, v in theta.items() if k in self.theta}
+      per_task = {traj.task.spec.name: self._calibration_run(index, traj.task, shifted)
+                  for index, traj in enumerate(self.trajectories)}
+      score = float(np.mean([r["score"] for r in per_task.values()]))
+      done[multiplier] = {"score": score, "per_task": per_task,
+                          "seconds": time.time() - run_start}
+      with open(path + ".tmp", "w") as f:
+        json.dump(_strict({"identity": identity, "runs": sorted(done.items())}), f,
+                  allow_nan=False)
+      os.replace(path + ".tmp", path)
+      seconds += time.time() - run_start
+      log(f"  x{multiplier:g}: score {score:.4f}  elapsed {seconds / 60:.1f} min")
+    scores = {m: done[m]["score"] for m in cfg.calibrate_step_size}
+    chosen = min(cfg.calibrate_step_size, key=lambda m: (scores[m], abs(math.log(m))))
+    if not math.isfinite(scores[chosen]):
+      raise RuntimeError("step-size calibration: every multiplier diverged on some task "
+                         f"({path}); not exporting")
+    log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
+    return {"multipliers": list(cfg.calibrate_step_size), "scores": scores,
+            "per_task": {m: done[m]["per_task"] for m in cfg.calibrate_step_size},
+            "chosen": chosen, "calibrate_horizon": cfg.calibration_horizon(),
+            "seconds": round(seconds, 1)}
+
+  def _calibration_run(self, index: int, task: tasks_lib.Task, theta) -> dict:
+    """One calibration trajectory: task `index` from a fixed initialization
+    (seed-derived, no augmentation) for calibration_horizon() steps."""
+    cfg = self.cfg
+    _, forward = self._segment_fn(index)
+    params = task.init_params(seed=10 ** 6 + 1000 * cfg.seed + index)
+    packed = [self.network.pack_state(self.network.init_state(p), p.shape) for p in params]
+    start = float(task.loss(params, task.x, task.y))
+    at = {cfg.horizon: None, cfg.calibration_horizon(): None}
+    one = tf.constant(1.0)
+    for segment in range(cfg.calibration_horizon() // cfg.unroll):
+      seed = tf.constant([cfg.seed + 104729, segment * 131 + index], tf.int32)
+      _, params, packed = forward(theta, params, packed,
+                                  tf.constant(segment * cfg.unroll, tf.int64), seed, one)
+      position = (segment + 1) * cfg.unroll
+      if position in at:
+        at[position] = float(task.loss(params, task.x, task.y))
+        if not math.isfinite(at[position]) or at[position] > start:
+          return {"score": math.inf, "start": start, "loss": at, "diverged": True}
+    floor = cfg.meta_loss_floor or 1e-30
+    score = float(np.mean([math.log(max(loss, floor)) for loss in at.values()]))
+    return {"score": score, "start": start, "loss": at, "diverged": False}
+
   # ----------------------------------------------------------------- export
   def theta_values(self) -> Dict[str, np.ndarray]:
     values = {k: v.numpy() for k, v in self.fixed.items()}
     values.update({k: v.numpy() for k, v in self.theta.items()})
     return values
 
-  def export(self, path: str = None) -> dict:
-    """Writes the parameter-only weights file; returns its summary."""
+  def export(self, path: str = None, calibration: dict = None) -> dict:
+    """Writes the parameter-only weights file (with the calibrated step size,
+    if `calibration`); returns its summary."""
     path = path or os.path.join(self.workdir, "weights.npz")
     provenance = {
         "kind": "meta_trained",
@@ -329,6 +405,41 @@ class MetaTrainer:
         "meta_steps_done": int(self.meta_step.numpy()),
         "wall_seconds": round(float(self.wall_seconds.numpy()), 1),
     }
+    theta = self.theta_values()
+    if calibration:
+      shift = math.log(calibration["chosen"])
+      theta = {k: (v + np.float32(shift)).astype(np.float32) if k.endswith("log_step_size")
+               else v for k, v in theta.items()}
+      provenance["step_size_calibration"] = _strict(calibration)
     digest = weights_lib.save(path, self.cfg.network, self.network.config.to_dict(),
-                              self.theta_values(), provenance)
+                              theta, provenance)
     return {"path": path, "sha256": digest, **provenance}
+
+
+def _theta_digest(theta: Dict[str, np.ndarray]) -> str:
+  import hashlib
+  digest = hashlib.sha256()
+  for name in sorted(theta):
+    digest.update(name.encode())
+    digest.update(np.ascontiguousarray(theta[name], np.float32).tobytes())
+  return digest.hexdigest()
+
+
+def _strict(value):
+  """A copy of a calibration record that strict JSON can hold: a non-finite
+  score (a diverged run) becomes None, mapping keys become strings."""
+  if isinstance(value, dict):
+    return {str(k): _strict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  return value
+
+
+def _from_strict(run: dict) -> dict:
+  """Inverse of `_strict` for one saved calibration run (None score -> inf)."""
+  run = dict(run)
+  if run["score"] is None:
+    run["score"] = math.inf
+  return run
