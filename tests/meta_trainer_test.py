@@ -177,14 +177,20 @@ class MetaTrainerTest(tf.test.TestCase):
           losses.append(float(task.loss(params, task.x, task.y)))
           if not np.isfinite(losses[-1]) or losses[-1] > start:
             return None
+      if losses[1] > losses[0]:
+        return None
       return float(np.mean(np.log(np.maximum(losses, 1e-6))))
 
     expected = {m: eager_score(m) for m in multipliers}
     self.assertIsNone(expected[10000.0])  # this step size blows the MLP up
     self.assertIsNone(record["scores"]["10000.0"])
     for m in (0.5, 4.0):
-      self.assertAllClose(record["scores"][str(m)], expected[m], rtol=1e-3, atol=1e-4)
-    best = min((0.5, 4.0), key=lambda m: expected[m])
+      if expected[m] is None:
+        self.assertIsNone(record["scores"][str(m)])
+      else:
+        self.assertAllClose(record["scores"][str(m)], expected[m], rtol=1e-3, atol=1e-4)
+    self.assertIsNotNone(expected[0.5])
+    best = 0.5 if expected[4.0] is None else min((0.5, 4.0), key=lambda m: expected[m])
     self.assertEqual(record["chosen"], best)
     weights = mnemosyne_tf.Mnemosyne(weights=summary["path"])
     self.assertAllClose(weights._rule.theta["log_step_size"],
@@ -197,6 +203,15 @@ class MetaTrainerTest(tf.test.TestCase):
     lines = []
     self.assertEqual(again.train(log=lines.append)["sha256"], summary["sha256"])
     self.assertIn("3 already done", " ".join(lines))
+
+  def test_calibration_chooses_below_the_first_unstable_multiplier(self):
+    inf = float("inf")
+    choose = trainer_lib.choose_multiplier
+    self.assertEqual(choose({0.5: -4.8, 1.0: -6.0, 2.0: inf, 4.0: -6.1, 8.0: -5.4}), 1.0)
+    self.assertEqual(choose({4.0: -7.0, 0.5: -4.0, 2.0: -6.5, 1.0: -5.0}), 4.0)
+    self.assertEqual(choose({0.5: -5.0, 2.0: -5.0, 1.0: -4.0}), 0.5)  # tie: nearer to 1
+    self.assertEqual(choose({0.5: -5.0, 2.0: -5.0}), 0.5)
+    self.assertIsNone(choose({0.5: inf, 1.0: -9.0}))
 
   def test_es_estimator_updates_theta(self):
     meta = trainer_lib.MetaTrainer(tiny(estimator="es", es_pairs=2, meta_steps=2),

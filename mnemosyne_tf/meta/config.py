@@ -63,9 +63,11 @@ class MetaTrainConfig:
       meta-training is done (empty: no calibration). Each one trains every
       task from a fixed initialization, without augmentation, for
       `calibrate_horizon` steps; its score is the mean over tasks of the log
-      of the whole-training-set loss at `horizon` and at `calibrate_horizon`
-      (+inf if a run diverges: NaN/Inf, or a loss above its start). The
-      exported weights take the best multiplier. The meta-gradient sees
+      of the whole-training-set loss at `horizon` and at `calibrate_horizon`,
+      or +inf if a run is unstable (NaN/Inf, a loss above its start, or a
+      higher loss at `calibrate_horizon` than at `horizon`). The exported
+      weights take the best multiplier below the first unstable one
+      (`trainer.choose_multiplier`). The meta-gradient sees
       `unroll` steps at a time, and a short horizon biases it towards small
       steps (Wu et al. 2018, "short-horizon bias"); this one-dimensional search
       scores whole trajectories. Needs a network with a log_step_size.

@@ -322,7 +322,7 @@ class MetaTrainer:
       return None
     path = os.path.join(self.workdir, "calibration.json")
     theta = self.theta_values()
-    identity = {"theta_sha256": _theta_digest(theta), "seed": cfg.seed,
+    identity = {"criterion": 2, "theta_sha256": _theta_digest(theta), "seed": cfg.seed,
                 "horizon": cfg.horizon, "calibrate_horizon": cfg.calibration_horizon(),
                 "tasks": list(cfg.tasks)}
     done = {}
@@ -353,10 +353,10 @@ class MetaTrainer:
       seconds += time.time() - run_start
       log(f"  x{multiplier:g}: score {score:.4f}  elapsed {seconds / 60:.1f} min")
     scores = {m: done[m]["score"] for m in cfg.calibrate_step_size}
-    chosen = min(cfg.calibrate_step_size, key=lambda m: (scores[m], abs(math.log(m))))
-    if not math.isfinite(scores[chosen]):
-      raise RuntimeError("step-size calibration: every multiplier diverged on some task "
-                         f"({path}); not exporting")
+    chosen = choose_multiplier(scores)
+    if chosen is None:
+      raise RuntimeError("step-size calibration: the smallest multiplier is already "
+                         f"unstable on some task ({path}); not exporting")
     log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
     return {"multipliers": list(cfg.calibrate_step_size), "scores": scores,
             "per_task": {m: done[m]["per_task"] for m in cfg.calibrate_step_size},
@@ -382,6 +382,8 @@ class MetaTrainer:
         at[position] = float(task.loss(params, task.x, task.y))
         if not math.isfinite(at[position]) or at[position] > start:
           return {"score": math.inf, "start": start, "loss": at, "diverged": True}
+    if at[cfg.calibration_horizon()] > at[cfg.horizon]:  # worse after the longer run
+      return {"score": math.inf, "start": start, "loss": at, "diverged": True}
     floor = cfg.meta_loss_floor or 1e-30
     score = float(np.mean([math.log(max(loss, floor)) for loss in at.values()]))
     return {"score": score, "start": start, "loss": at, "diverged": False}
@@ -414,6 +416,23 @@ class MetaTrainer:
     digest = weights_lib.save(path, self.cfg.network, self.network.config.to_dict(),
                               theta, provenance)
     return {"path": path, "sha256": digest, **provenance}
+
+
+def choose_multiplier(scores: Dict[float, float]):
+  """The calibration's choice: the best-scoring multiplier among those below
+  the first unstable one (score +inf), or None if the smallest is unstable.
+  Past an unstable step size a learned rule is at the edge of stability: a
+  larger multiplier that happens to score well there does not transfer (one
+  chosen that way diverged on a held-out task; coordinate_v2.md, attempt 6).
+  Ties go to the multiplier closest to 1."""
+  eligible = []
+  for multiplier in sorted(scores):
+    if not math.isfinite(scores[multiplier]):
+      break
+    eligible.append(multiplier)
+  if not eligible:
+    return None
+  return min(eligible, key=lambda m: (scores[m], abs(math.log(m))))
 
 
 def _theta_digest(theta: Dict[str, np.ndarray]) -> str:
