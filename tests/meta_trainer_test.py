@@ -204,6 +204,16 @@ class MetaTrainerTest(tf.test.TestCase):
     self.assertEqual(again.train(log=lines.append)["sha256"], summary["sha256"])
     self.assertIn("3 already done", " ".join(lines))
 
+  def test_zero_meta_steps_exports_the_calibrated_initial_theta(self):
+    cfg = tiny(meta_steps=0, calibrate_step_size=[2.0])
+    meta = trainer_lib.MetaTrainer(cfg, self.create_tempdir().full_path)
+    summary = meta.train(log=lambda line: None)
+    opt = mnemosyne_tf.Mnemosyne(weights=summary["path"])
+    self.assertEqual(opt.provenance["meta_steps_done"], 0)
+    self.assertAllClose(opt._rule.theta["log_step_size"], np.log(2e-3), rtol=0, atol=1e-6)
+    with self.assertRaisesRegex(ValueError, "meta_steps must be an integer >= 1"):
+      tiny(meta_steps=0)
+
   def test_calibration_chooses_below_the_first_unstable_multiplier(self):
     inf = float("inf")
     choose = trainer_lib.choose_multiplier

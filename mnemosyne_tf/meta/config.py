@@ -46,7 +46,9 @@ class MetaTrainConfig:
     meta_loss_floor: the meta-loss averages log(max(loss, floor)); 0 means no
       floor (a loss of exactly 0 then makes the segment's meta-loss -inf and
       the segment is dropped).
-    meta_steps: meta-optimizer steps (each advances every task by one segment).
+    meta_steps: meta-optimizer steps (each advances every task by one segment);
+      0 (only with a calibration) exports the initial theta with its step
+      size calibrated, a baseline for what meta-training adds.
     meta_learning_rate: Adam step size on theta.
     meta_grad_clip: global-norm clip of the meta-gradient.
     estimator: "gradient" (backprop through the unroll, first-order in the
@@ -138,8 +140,9 @@ class MetaTrainConfig:
     for name in ("horizon", "unroll", "meta_steps", "es_pairs", "checkpoint_every",
                  "log_every"):
       value = getattr(self, name)
-      need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-           f"{name} must be an integer >= 1, got {value!r}")
+      low = 0 if name == "meta_steps" and self.calibrate_step_size else 1
+      need(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+           f"{name} must be an integer >= {low}, got {value!r}")
     if isinstance(self.horizon, int) and isinstance(self.unroll, int) and self.unroll >= 1:
       need(self.horizon % self.unroll == 0,
            f"unroll ({self.unroll}) must divide horizon ({self.horizon})")
