@@ -1,5 +1,7 @@
 """The overhead benchmark's harness (smoke test): sizes, state bytes, slopes."""
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -58,7 +60,14 @@ class OverheadHarnessTest(tf.test.TestCase):
               == (row["model"], row["xla"], "adam")][0]
       self.assertAllClose(row["ratio_to_adam"],
                           row["seconds_per_step"] / adam["seconds_per_step"])
-    self.assertEqual(ratios["on"]["adam"], 1.0)
+    # Adam against itself is 1 whenever its slope is defined; two tiny models
+    # timed once can give a slope <= 0 (timing noise), and then the ratio is
+    # reported as undefined rather than as a number.
+    for tag in ("on", "off"):
+      if slopes[tag]["adam"] > 0:
+        self.assertEqual(ratios[tag]["adam"], 1.0)
+      else:
+        self.assertTrue(math.isnan(ratios[tag]["adam"]), msg=(tag, slopes, ratios))
     text = overhead.markdown(rows, ratios, {"date": "d", "machine": "m", "command": "c",
                                             "repeats": 1, "batch_size": 8})
     self.assertIn("mnemosyne_coordinate 108, adam 8", text)
