@@ -202,17 +202,6 @@ def slopes_of(rows):
   return slopes, ratios
 
 
-def json_safe(value):
-  """A copy that strict JSON accepts: NaN/Inf floats become None."""
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  if isinstance(value, dict):
-    return {k: json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [json_safe(v) for v in value]
-  return value
-
-
 def markdown(rows, slope_ratios, meta) -> str:
   names = list(dict.fromkeys(r["optimizer"] for r in rows if r["optimizer"] != "adam"))
   lines = [f"Overhead benchmark, {meta['date']} on {meta['machine']}; command: "
@@ -331,9 +320,10 @@ def write_outputs(rows, meta, out_dir):
   """overhead.json (every number), overhead.md and overhead.png, from the rows."""
   slopes, slope_ratios = slopes_of(rows)
   os.makedirs(out_dir, exist_ok=True)
+  from mnemosyne_tf import strict_json
   with open(os.path.join(out_dir, "overhead.json"), "w") as fh:
-    json.dump(json_safe({"meta": meta, "rows": rows, "slopes": slopes,
-                         "slope_ratios": slope_ratios}), fh, indent=1, allow_nan=False)
+    json.dump(strict_json.strict({"meta": meta, "rows": rows, "slopes": slopes,
+                                  "slope_ratios": slope_ratios}), fh, indent=1, allow_nan=False)
   text = markdown(rows, slope_ratios, meta)
   with open(os.path.join(out_dir, "overhead.md"), "w") as fh:
     fh.write(text + "\n")

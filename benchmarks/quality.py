@@ -361,17 +361,6 @@ def _adam_default(specs):
   return None
 
 
-def _strict(value):
-  """JSON-safe copy: non-finite floats become the strings "inf", "-inf", "nan"."""
-  if isinstance(value, float) and not math.isfinite(value):
-    return str(value)
-  if isinstance(value, dict):
-    return {str(k): _strict(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_strict(v) for v in value]
-  return value
-
-
 def summary_markdown(results: dict, meta: dict) -> str:
   """Every problem in one table per horizon: each untuned optimizer's mean final
   loss [how many of Adam's grid points beat it], each family's tuned point, and
@@ -676,8 +665,10 @@ def run_benchmark(problem_names, specs, seeds, steps, horizon, out_dir=None, poi
     meta["verify"] = verified
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
+    from mnemosyne_tf import strict_json
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-      json.dump(_strict({"meta": meta, "results": results}), f, indent=1, allow_nan=False)
+      json.dump(strict_json.strict({"meta": meta, "results": results},
+                                    non_finite_as_string=True), f, indent=1, allow_nan=False)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
       f.write(markdown(results, meta) + "\n")
     plot(results, runs, seeds, os.path.join(out_dir, "curves.png"))

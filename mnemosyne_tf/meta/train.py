@@ -73,7 +73,7 @@ def main(argv):
         f"{len(cfg.tasks)} x {cfg.unroll} optimizee steps, horizon {cfg.horizon}, "
         f"estimator {cfg.estimator}", flush=True)
   summary = meta.train(log=lambda line: print(line, flush=True))
-  if not os.path.exists(meta.metrics_path):  # meta_steps: 0
+  if cfg.meta_steps == 0:  # nothing meta-trained, no curve
     print(f"wrote {summary['path']} (sha256 {summary['sha256']})")
     return
   png = curves.plot_metrics(meta.metrics_path, os.path.join(flags.FLAGS.workdir,

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnemosyne_tf import rule
+from mnemosyne_tf import strict_json
 from mnemosyne_tf import weights as weights_lib
 from mnemosyne_tf.meta import config as config_lib
 from mnemosyne_tf.meta import tasks as tasks_lib
@@ -347,7 +348,7 @@ class MetaTrainer:
       done[multiplier] = {"score": score, "per_task": per_task,
                           "seconds": time.time() - run_start}
       with open(path + ".tmp", "w") as f:
-        json.dump(_strict({"identity": identity, "runs": sorted(done.items())}), f,
+        json.dump(strict_json.strict({"identity": identity, "runs": sorted(done.items())}), f,
                   allow_nan=False)
       os.replace(path + ".tmp", path)
       seconds += time.time() - run_start
@@ -412,7 +413,7 @@ class MetaTrainer:
       shift = math.log(calibration["chosen"])
       theta = {k: (v + np.float32(shift)).astype(np.float32) if k.endswith("log_step_size")
                else v for k, v in theta.items()}
-      provenance["step_size_calibration"] = _strict(calibration)
+      provenance["step_size_calibration"] = strict_json.strict(calibration)
     digest = weights_lib.save(path, self.cfg.network, self.network.config.to_dict(),
                               theta, provenance)
     return {"path": path, "sha256": digest, **provenance}
@@ -444,20 +445,8 @@ def _theta_digest(theta: Dict[str, np.ndarray]) -> str:
   return digest.hexdigest()
 
 
-def _strict(value):
-  """A copy of a calibration record that strict JSON can hold: a non-finite
-  score (a diverged run) becomes None, mapping keys become strings."""
-  if isinstance(value, dict):
-    return {str(k): _strict(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_strict(v) for v in value]
-  if isinstance(value, (float, np.floating)):
-    return float(value) if math.isfinite(value) else None
-  return value
-
-
 def _from_strict(run: dict) -> dict:
-  """Inverse of `_strict` for one saved calibration run (None score -> inf)."""
+  """One saved calibration run as it was made (strict JSON's None score -> inf)."""
   run = dict(run)
   if run["score"] is None:
     run["score"] = math.inf
