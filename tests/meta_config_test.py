@@ -28,6 +28,7 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("network_config", {"network_config": {"num_heads": 0}}, "network_config.*num_heads"),
       ("unknown_network_field", {"network_config": {"bogus": 1}}, "unknown CoordinateConfig"),
       ("held_out_task", {"tasks": ["digits_vit_32"]}, "held out"),
+      ("fresh_held_out_task", {"tasks": ["iris_mlp_32x32_silu"]}, "held out"),
       ("unknown_task", {"tasks": ["mnist"]}, "unknown task 'mnist'"),
       ("no_tasks", {"tasks": []}, "at least one task"),
       ("unroll_divides", {"horizon": 50, "unroll": 20}, "must divide horizon"),
@@ -62,7 +63,9 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("calibrate_horizon_multiple", {"horizon": 200, "unroll": 20, "calibrate_horizon": 210},
        "calibrate_horizon must be"),
       ("calibrate_horizon_short", {"horizon": 200, "unroll": 20, "calibrate_horizon": 100},
-       "calibrate_horizon must be"))
+       "calibrate_horizon must be"),
+      ("calibrate_criterion", {"calibrate_step_size": [1.0], "calibrate_criterion": "best"},
+       "calibrate_criterion must be one of"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)

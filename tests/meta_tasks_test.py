@@ -11,13 +11,16 @@ class TasksTest(tf.test.TestCase):
   def test_split_is_disjoint_and_held_out_covers_other_architectures(self):
     train = {s.name for s in tasks.META_TRAIN}
     held = {s.name for s in tasks.HELD_OUT}
+    fresh = {s.name for s in tasks.HELD_OUT_FRESH}
     self.assertEmpty(train & held)
+    self.assertEmpty(fresh & (train | held))
+    self.assertEqual(len(tasks.HELD_OUT_FRESH), 2)
     self.assertIn("vit", {s.model for s in tasks.HELD_OUT})
     self.assertNotIn("vit", {s.model for s in tasks.META_TRAIN})
     self.assertNotIn("breast_cancer", {s.dataset for s in tasks.META_TRAIN})
 
   def test_every_task_computes_the_same_loss_as_its_keras_model(self):
-    for spec in tasks.META_TRAIN + tasks.HELD_OUT:
+    for spec in tasks.META_TRAIN + tasks.HELD_OUT + tasks.HELD_OUT_FRESH:
       task = tasks.Task(spec)
       params = task.init_params(3)
       for var, value in zip(task.model.trainable_variables, params):

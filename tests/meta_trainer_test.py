@@ -214,6 +214,77 @@ class MetaTrainerTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "meta_steps must be an integer >= 1"):
       tiny(meta_steps=0)
 
+  def test_adam_rank_calibration_against_keras_adam(self):
+    """The "adam_rank" criterion: its Adam reference equals keras's Adam run
+    eagerly on the same initialization and batches at every grid point, and
+    each multiplier's score is the mean number of stable grid runs with a
+    lower loss, recounted here from those independent runs."""
+    import keras
+    multipliers = [0.5, 2.0]
+    cfg = tiny(horizon=4, unroll=2, meta_steps=0, calibrate_horizon=8,
+               meta_loss_floor=1e-6, calibrate_step_size=multipliers,
+               calibrate_criterion="adam_rank")
+    workdir = self.create_tempdir().full_path
+    meta = trainer_lib.MetaTrainer(cfg, workdir)
+    summary = meta.train(log=lambda line: None)
+    record = summary["step_size_calibration"]
+    self.assertEqual(record["criterion"], "adam_rank")
+    task, name = meta.trajectories[0].task, "wine_mlp_32_relu"
+    start = float(task.loss(task.init_params(seed=10 ** 6 + 1000 * cfg.seed), task.x, task.y))
+
+    def keras_adam(lr):
+      variables = [tf.Variable(p) for p in task.init_params(seed=10 ** 6 + 1000 * cfg.seed)]
+      optimizer = keras.optimizers.Adam(lr)
+      losses = {}
+      for t in range(1, 9):
+        if t % 2 == 1:
+          xs, ys = task.batches(tf.constant([cfg.seed + 104729, (t // 2) * 131], tf.int32), 3)
+        with tf.GradientTape() as tape:
+          loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        if t in (4, 8):
+          losses[t] = float(task.loss(variables, task.x, task.y))
+      return losses
+
+    reference = {lr: keras_adam(lr) for lr in trainer_lib.ADAM_GRID}
+    stable = {lr: all(np.isfinite(v) and v <= start for v in l.values())
+              for lr, l in reference.items()}
+    saved = record["adam_reference"][name]
+    for lr, losses in reference.items():
+      self.assertEqual(saved[f"{lr:g}"]["stable"], stable[lr], msg=lr)
+      if stable[lr]:
+        for t in (4, 8):
+          self.assertAllClose(saved[f"{lr:g}"][str(t)], losses[t], rtol=1e-4, atol=1e-6)
+    for m in multipliers:
+      run = record["per_task"][str(m)][name]
+      if run["diverged"]:
+        self.assertIsNone(record["scores"][str(m)])
+        continue
+      expected = np.mean([sum(stable[lr] and reference[lr][t] < run["loss"][str(t)]
+                              for lr in reference) for t in (4, 8)])
+      self.assertEqual(record["scores"][str(m)], expected)
+    scores = {m: record["scores"][str(m)] for m in multipliers}
+    self.assertEqual(record["chosen"], trainer_lib.choose_multiplier(
+        {m: float("inf") if v is None else v for m, v in scores.items()}))
+    # A rerun reuses the Adam reference (nothing recomputed).
+    again = trainer_lib.MetaTrainer(cfg, workdir)
+    again._adam_run = None  # calling it would raise
+    self.assertEqual(again.train(log=lambda line: None)["sha256"], summary["sha256"])
+
+  def test_adam_rank_counts_stable_grid_runs_with_a_lower_loss(self):
+    adam = {"a": {"0.001": {"200": 0.2, "2000": 0.01, "stable": True},
+                  "0.01": {"200": 0.05, "2000": 1e-4, "stable": True},
+                  "0.1": {"200": None, "2000": None, "stable": False}},
+            "b": {"0.001": {"200": 0.3, "2000": 0.1, "stable": True},
+                  "0.01": {"200": 0.1, "2000": 0.02, "stable": True},
+                  "0.1": {"200": 0.01, "2000": 1e-3, "stable": True}}}
+    runs = {"a": {"diverged": False, "loss": {200: 0.1, 2000: 1e-3}},
+            "b": {"diverged": False, "loss": {200: 0.2, 2000: 1e-4}}}
+    # a: 1 grid run lower at 200 (0.05), 1 at 2000 (1e-4); b: 2 at 200, 0 at 2000.
+    self.assertEqual(trainer_lib.adam_rank(runs, adam), 1.0)
+    runs["b"]["diverged"] = True
+    self.assertEqual(trainer_lib.adam_rank(runs, adam), float("inf"))
+
   def test_calibration_chooses_below_the_first_unstable_multiplier(self):
     inf = float("inf")
     choose = trainer_lib.choose_multiplier

@@ -13,6 +13,7 @@ from mnemosyne_tf.meta import tasks as tasks_lib
 ESTIMATORS = ("gradient", "es")
 INITS = ("hand_set", "random", "weights")
 HAND_SET_NETWORKS = ("coordinate", "super")
+CALIBRATION_CRITERIA = ("mean_log_loss", "adam_rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,14 @@ class MetaTrainConfig:
       scores whole trajectories. Needs a network with a log_step_size.
     calibrate_horizon: trajectory length of the calibration; 0 means
       max_horizon if it is set, else horizon.
+    calibrate_criterion: how the calibration scores a multiplier whose runs
+      are all stable. "mean_log_loss": the mean over tasks described above.
+      "adam_rank": how many learning rates of Adam's 7-point grid 1e-4..1e-1
+      reach a lower loss on the same trajectory (same initialization and
+      batches), averaged over tasks and the two horizons: the held-out bar
+      ("beaten by at most one grid point") asked of the meta-training tasks.
+      A rank, unlike a loss ratio, is not dominated by a task that a large
+      step solves to a loss of 1e-7.
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -100,6 +109,7 @@ class MetaTrainConfig:
   log_every: int = 20
   calibrate_step_size: Tuple[float, ...] = ()
   calibrate_horizon: int = 0
+  calibrate_criterion: str = "mean_log_loss"
 
   def __post_init__(self):
     problems = []
@@ -130,7 +140,7 @@ class MetaTrainConfig:
          f"got {self.estimator!r}")
     need(len(self.tasks) > 0, "tasks must name at least one task")
     train_names = {spec.name for spec in tasks_lib.META_TRAIN}
-    held_out = {spec.name for spec in tasks_lib.HELD_OUT}
+    held_out = {spec.name for spec in tasks_lib.HELD_OUT + tasks_lib.HELD_OUT_FRESH}
     for name in self.tasks:
       if name in held_out:
         problems.append(f"task {name!r} is held out: it may never be used in meta-training")
@@ -191,6 +201,9 @@ class MetaTrainConfig:
       ok = horizon >= self.horizon and self.unroll >= 1 and horizon % self.unroll == 0
     need(ok and horizon >= 0, f"calibrate_horizon must be 0 or a multiple of unroll "
          f"({self.unroll}) of at least horizon ({self.horizon}), got {horizon!r}")
+    need(self.calibrate_criterion in CALIBRATION_CRITERIA,
+         f"calibrate_criterion must be one of {CALIBRATION_CRITERIA}, "
+         f"got {self.calibrate_criterion!r}")
 
   def calibration_horizon(self) -> int:
     """The calibration's trajectory length (see `calibrate_horizon`)."""
@@ -202,6 +215,8 @@ class MetaTrainConfig:
       del out["init_weights"]
     if not out["calibrate_step_size"] and not out["calibrate_horizon"]:  # likewise
       del out["calibrate_step_size"], out["calibrate_horizon"]
+    if out.get("calibrate_criterion") == "mean_log_loss":  # the criterion before there was a choice
+      del out["calibrate_criterion"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)

@@ -236,7 +236,8 @@ def define_flags():
   flags.DEFINE_integer("steps", 2000, "Steps per run (10x the horizon).")
   flags.DEFINE_integer("horizon", 200, "The meta-training horizon (1x).")
   flags.DEFINE_integer("seed", 0, "Initialization and batch seed.")
-  flags.DEFINE_list("tasks", None, "Held-out tasks to run (default: all of tasks.HELD_OUT).")
+  flags.DEFINE_list("tasks", None, "Held-out tasks to run (default: all of tasks.HELD_OUT; "
+                    "those of tasks.HELD_OUT_FRESH are run when named).")
   flags.DEFINE_integer("long_steps", 10000,
                                      "Steps of the stability run on digits_mlp_32_relu.")
   flags.DEFINE_string("out_dir", None, "Where to write evaluation.{json,md,png}.")
@@ -278,8 +279,8 @@ def main(argv):
         json.dump(runs, f)
       os.replace(cache_path + ".tmp", cache_path)
 
-  held_out = [s.name for s in tasks_lib.HELD_OUT]
-  names = flags.FLAGS.tasks or held_out
+  held_out = [s.name for s in tasks_lib.HELD_OUT + tasks_lib.HELD_OUT_FRESH]
+  names = flags.FLAGS.tasks or [s.name for s in tasks_lib.HELD_OUT]
   for name in names:
     if name not in held_out:
       raise app.UsageError(f"--tasks: {name!r} is not a held-out task ({held_out})")

@@ -38,6 +38,9 @@ from mnemosyne_tf.meta import config as config_lib
 from mnemosyne_tf.meta import tasks as tasks_lib
 
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+_KERAS_ADAM_EPS = 1e-7  # keras.optimizers.Adam's default, as in the held-out evaluation
+# The learning-rate grid of the held-out bar (evaluate.ADAM_GRID): 1e-4 .. 1e-1.
+ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))
 
 
 def initial_theta(cfg: config_lib.MetaTrainConfig, network) -> Dict[str, tf.Tensor]:
@@ -353,16 +356,108 @@ class MetaTrainer:
       os.replace(path + ".tmp", path)
       seconds += time.time() - run_start
       log(f"  x{multiplier:g}: score {score:.4f}  elapsed {seconds / 60:.1f} min")
-    scores = {m: done[m]["score"] for m in cfg.calibrate_step_size}
+    mean_scores = {m: done[m]["score"] for m in cfg.calibrate_step_size}
+    result = {"multipliers": list(cfg.calibrate_step_size), "criterion": cfg.calibrate_criterion}
+    if cfg.calibrate_criterion == "adam_rank":
+      reference = self._adam_reference(log)
+      scores = {m: adam_rank(done[m]["per_task"], reference) for m in cfg.calibrate_step_size}
+      for m in cfg.calibrate_step_size:
+        log(f"  x{m:g}: Adam grid points better, mean over tasks and horizons {scores[m]:.3f}")
+      result.update(mean_log_scores=mean_scores, adam_reference=reference)
+    else:
+      scores = mean_scores
     chosen = choose_multiplier(scores)
     if chosen is None:
       raise RuntimeError("step-size calibration: the smallest multiplier is already "
                          f"unstable on some task ({path}); not exporting")
     log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
-    return {"multipliers": list(cfg.calibrate_step_size), "scores": scores,
-            "per_task": {m: done[m]["per_task"] for m in cfg.calibrate_step_size},
-            "chosen": chosen, "calibrate_horizon": cfg.calibration_horizon(),
-            "seconds": round(seconds, 1)}
+    result.update(scores=scores, chosen=chosen,
+                  per_task={m: done[m]["per_task"] for m in cfg.calibrate_step_size},
+                  calibrate_horizon=cfg.calibration_horizon(), seconds=round(seconds, 1))
+    return result
+
+  def _adam_reference(self, log=print) -> dict:
+    """Adam at every learning rate of ADAM_GRID on the calibration's
+    trajectories (the same initialization and batches as `_calibration_run`):
+    {task: {f"{lr:g}": {str(horizon): loss, "stable": bool}}}. Saved to
+    calibration_adam.json task by task; a rerun reuses it."""
+    cfg = self.cfg
+    path = os.path.join(self.workdir, "calibration_adam.json")
+    identity = {"seed": cfg.seed, "horizon": cfg.horizon, "unroll": cfg.unroll,
+                "calibrate_horizon": cfg.calibration_horizon(), "grid": list(ADAM_GRID),
+                "adam": {"beta_1": _ADAM_B1, "beta_2": _ADAM_B2, "epsilon": _KERAS_ADAM_EPS}}
+    losses = {}
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f)
+      if saved.get("identity") == identity:
+        losses = saved["losses"]
+    missing = [name for name in cfg.tasks if name not in losses]
+    if missing:
+      log(f"Adam reference: {len(ADAM_GRID)} learning rates x {len(missing)} tasks x "
+          f"{cfg.calibration_horizon()} steps")
+    for index, traj in enumerate(self.trajectories):
+      name = traj.task.spec.name
+      if name in losses:
+        continue
+      started = time.time()
+      losses[name] = {f"{lr:g}": self._adam_run(index, traj.task, lr) for lr in ADAM_GRID}
+      with open(path + ".tmp", "w") as f:
+        json.dump(strict_json.strict({"identity": identity, "losses": losses}), f,
+                  allow_nan=False)
+      os.replace(path + ".tmp", path)
+      log(f"  {name}: {time.time() - started:.0f} s")
+    return {name: losses[name] for name in cfg.tasks}
+
+  def _adam_segment_fn(self, task_index: int):
+    """The compiled Adam segment of one task (Keras's Adam update)."""
+    key = ("adam", task_index)
+    if key in self._segments:
+      return self._segments[key]
+    task, unroll = self.trajectories[task_index].task, self.cfg.unroll
+
+    @tf.function(jit_compile=True)
+    def segment(params, m, v, position, seed, lr):
+      xs, ys = task.batches(seed, unroll + 1)
+      current, ms, vs = list(params), list(m), list(v)
+      for k in tf.range(unroll):
+        with tf.GradientTape() as tape:
+          tape.watch(current)
+          loss = task.loss(current, tf.gather(xs, k), tf.gather(ys, k))
+        grads = tape.gradient(loss, current)
+        t = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
+        alpha = lr * tf.sqrt(1.0 - _ADAM_B2 ** t) / (1.0 - _ADAM_B1 ** t)
+        ms = [_ADAM_B1 * a + (1.0 - _ADAM_B1) * g for a, g in zip(ms, grads)]
+        vs = [_ADAM_B2 * b + (1.0 - _ADAM_B2) * g * g for b, g in zip(vs, grads)]
+        current = [p - alpha * a / (tf.sqrt(b) + _KERAS_ADAM_EPS)
+                   for p, a, b in zip(current, ms, vs)]
+      return current, ms, vs
+
+    self._segments[key] = segment
+    return segment
+
+  def _adam_run(self, index: int, task: tasks_lib.Task, lr: float) -> dict:
+    """Adam at `lr` on calibration trajectory `index`: {str(horizon): loss or
+    None, "stable": bool} (unstable: NaN/Inf or a loss above the start)."""
+    cfg = self.cfg
+    segment = self._adam_segment_fn(index)
+    params = task.init_params(seed=10 ** 6 + 1000 * cfg.seed + index)
+    m = [tf.zeros_like(p) for p in params]
+    v = [tf.zeros_like(p) for p in params]
+    start = float(task.loss(params, task.x, task.y))
+    out = {str(cfg.horizon): None, str(cfg.calibration_horizon()): None, "stable": True}
+    for segment_index in range(cfg.calibration_horizon() // cfg.unroll):
+      seed = tf.constant([cfg.seed + 104729, segment_index * 131 + index], tf.int32)
+      params, m, v = segment(params, m, v, tf.constant(segment_index * cfg.unroll, tf.int64),
+                             seed, tf.constant(lr, tf.float32))
+      position = str((segment_index + 1) * cfg.unroll)
+      if position in out:
+        loss = float(task.loss(params, task.x, task.y))
+        if not math.isfinite(loss) or loss > start:
+          out["stable"] = False
+          return out
+        out[position] = loss
+    return out
 
   def _calibration_run(self, index: int, task: tasks_lib.Task, theta) -> dict:
     """One calibration trajectory: task `index` from a fixed initialization
@@ -436,6 +531,23 @@ def choose_multiplier(scores: Dict[float, float]):
   return min(eligible, key=lambda m: (scores[m], abs(math.log(m))))
 
 
+def adam_rank(per_task: dict, adam: dict) -> float:
+  """The "adam_rank" calibration score of one multiplier: the number of stable
+  Adam grid runs with a lower loss than the multiplier's run, averaged over
+  tasks and horizons (0: better than every learning rate of the grid; the
+  held-out bar asks for at most 1); +inf if any of its runs is unstable.
+  `per_task` maps a task to its calibration run ({"diverged", "loss":
+  {horizon: loss}}), `adam` to `_adam_reference`'s runs of that task."""
+  counts = []
+  for name, run in per_task.items():
+    if run["diverged"]:
+      return math.inf
+    for horizon, loss in run["loss"].items():
+      counts.append(sum(1 for ref in adam[name].values()
+                        if ref["stable"] and ref[str(horizon)] < loss))
+  return float(np.mean(counts))
+
+
 def _theta_digest(theta: Dict[str, np.ndarray]) -> str:
   import hashlib
   digest = hashlib.sha256()
@@ -450,4 +562,6 @@ def _from_strict(run: dict) -> dict:
   run = dict(run)
   if run["score"] is None:
     run["score"] = math.inf
+  run["per_task"] = {name: dict(r, loss={int(h): loss for h, loss in r["loss"].items()})
+                     for name, r in run["per_task"].items()}
   return run
