@@ -285,6 +285,15 @@ class MetaTrainerTest(tf.test.TestCase):
     runs["b"]["diverged"] = True
     self.assertEqual(trainer_lib.adam_rank(runs, adam), float("inf"))
 
+  def test_calibration_with_no_stable_multiplier_exports_nothing(self):
+    workdir = self.create_tempdir().full_path
+    meta = trainer_lib.MetaTrainer(tiny(meta_steps=0, calibrate_step_size=[10000.0]), workdir)
+    with self.assertRaisesRegex(trainer_lib.CalibrationError, "not exporting"):
+      meta.train(log=lambda line: None)
+    self.assertFalse(os.path.exists(os.path.join(workdir, "weights.npz")))
+    with open(os.path.join(workdir, "calibration.json")) as f:
+      self.assertTrue(json.load(f)["runs"][0][1]["per_task"]["wine_mlp_32_relu"]["diverged"])
+
   def test_calibration_chooses_below_the_first_unstable_multiplier(self):
     inf = float("inf")
     choose = trainer_lib.choose_multiplier

@@ -72,7 +72,11 @@ def main(argv):
   print(f"meta-training {cfg.network} on {list(cfg.tasks)}: {cfg.meta_steps} meta-steps of "
         f"{len(cfg.tasks)} x {cfg.unroll} optimizee steps, horizon {cfg.horizon}, "
         f"estimator {cfg.estimator}", flush=True)
-  summary = meta.train(log=lambda line: print(line, flush=True))
+  try:
+    summary = meta.train(log=lambda line: print(line, flush=True))
+  except trainer.CalibrationError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
   if cfg.meta_steps == 0:  # nothing meta-trained, no curve
     print(f"wrote {summary['path']} (sha256 {summary['sha256']})")
     return

@@ -368,8 +368,8 @@ class MetaTrainer:
       scores = mean_scores
     chosen = choose_multiplier(scores)
     if chosen is None:
-      raise RuntimeError("step-size calibration: the smallest multiplier is already "
-                         f"unstable on some task ({path}); not exporting")
+      raise CalibrationError("step-size calibration: the smallest multiplier is already "
+                             f"unstable on some task ({path}); not exporting")
     log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
     result.update(scores=scores, chosen=chosen,
                   per_task={m: done[m]["per_task"] for m in cfg.calibrate_step_size},
@@ -512,6 +512,11 @@ class MetaTrainer:
     digest = weights_lib.save(path, self.cfg.network, self.network.config.to_dict(),
                               theta, provenance)
     return {"path": path, "sha256": digest, **provenance}
+
+
+class CalibrationError(RuntimeError):
+  """No multiplier of the calibration is stable: nothing is exported (the
+  checkpoint and calibration.json stay, with every run's losses)."""
 
 
 def choose_multiplier(scores: Dict[float, float]):
