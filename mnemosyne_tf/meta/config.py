@@ -54,6 +54,10 @@ class MetaTrainConfig:
     meta_grad_clip: global-norm clip of the meta-gradient.
     estimator: "gradient" (backprop through the unroll, first-order in the
       optimizee gradients) or "es" (antithetic evolution strategies).
+    second_order: with estimator "gradient": also differentiate through the
+      optimizee gradients the rule reads (how an update changes the next
+      gradients: curvature, the signal of instability), at about twice the
+      cost; False keeps them constants (first-order, as in Andrychowicz et al.).
     es_sigma: ES perturbation scale.
     es_pairs: ES antithetic pairs per task and meta-step.
     init_scale_range: task augmentation: initial parameters are scaled by a
@@ -101,6 +105,7 @@ class MetaTrainConfig:
   meta_learning_rate: float = 1e-3
   meta_grad_clip: float = 1.0
   estimator: str = "gradient"
+  second_order: bool = False
   es_sigma: float = 0.01
   es_pairs: int = 4
   init_scale_range: Tuple[float, float] = (0.5, 2.0)
@@ -138,6 +143,10 @@ class MetaTrainConfig:
         problems.append(f"init_weights: {e}")
     need(self.estimator in ESTIMATORS, f"estimator must be one of {ESTIMATORS}, "
          f"got {self.estimator!r}")
+    need(isinstance(self.second_order, bool), f"second_order must be true or false, "
+         f"got {self.second_order!r}")
+    need(not (self.second_order and self.estimator != "gradient"),
+         "second_order needs estimator 'gradient'")
     need(len(self.tasks) > 0, "tasks must name at least one task")
     train_names = {spec.name for spec in tasks_lib.META_TRAIN}
     held_out = {spec.name for spec in tasks_lib.HELD_OUT + tasks_lib.HELD_OUT_FRESH}
@@ -215,6 +224,8 @@ class MetaTrainConfig:
       del out["init_weights"]
     if not out["calibrate_step_size"] and not out["calibrate_horizon"]:  # likewise
       del out["calibrate_step_size"], out["calibrate_horizon"]
+    if not out["second_order"]:  # configs from before the option keep their form
+      del out["second_order"]
     if out.get("calibrate_criterion") == "mean_log_loss":  # the criterion before there was a choice
       del out["calibrate_criterion"]
     for name, value in out.items():

@@ -144,6 +144,7 @@ class MetaTrainer:
     task = self.trajectories[task_index].task
     network, fixed, unroll = self.network, self.fixed, self.cfg.unroll
     floor = self.cfg.meta_loss_floor
+    second_order = self.cfg.second_order
 
     def log_loss(loss):
       return tf.math.log(tf.maximum(loss, floor) if floor > 0 else loss)
@@ -165,7 +166,14 @@ class MetaTrainer:
         step = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
         new_params, new_states = [], []
         for p, g, s in zip(current, grads, states):
-          update, s = network.apply(theta, s, tf.stop_gradient(g), p, step)
+          if second_order:
+            # A coordinate whose gradient is exactly 0 (e.g. the weights of an
+            # always-blank pixel) has v = 0, where d sqrt(v) / dg is 0 * inf:
+            # it gets no second-order path (it has no curvature signal to give).
+            g = tf.where(tf.equal(g, 0.0), tf.stop_gradient(g), g)
+          else:
+            g = tf.stop_gradient(g)
+          update, s = network.apply(theta, s, g, p, step)
           new_params.append(p + update)
           new_states.append(s)
         current, states = new_params, new_states
