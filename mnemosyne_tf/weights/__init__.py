@@ -23,6 +23,12 @@ SHIPPED = {
     # The default: second version, from configs/meta/coordinate_v2.yaml
     # (see coordinate_v2.md).
     "coordinate_v2": "coordinate_v2.npz",
+    # Tenth attempt, from configs/meta/coordinate_v10.yaml (see
+    # coordinate_v10.md): second-order meta-gradient, Adam-like direction,
+    # step calibrated by rank against Adam's grid. Better than the default on
+    # the held-out tasks; not yet the default (the benchmarks have not been
+    # rerun with it).
+    "coordinate_v10": "coordinate_v10.npz",
     # The LSTM baseline (Andrychowicz et al.), meta-trained by the same binary
     # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
     # LearnedOptimizer(weights="lstm_v1").
