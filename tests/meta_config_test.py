@@ -66,6 +66,8 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
        "calibrate_horizon must be"),
       ("second_order_es", {"estimator": "es", "second_order": True}, "second_order needs"),
       ("second_order_type", {"second_order": "yes"}, "second_order must be"),
+      ("criterion_without_calibration", {"calibrate_criterion": "adam_rank"},
+       "calibrate_criterion needs calibrate_step_size"),
       ("calibrate_criterion", {"calibrate_step_size": [1.0], "calibrate_criterion": "best"},
        "calibrate_criterion must be one of"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):

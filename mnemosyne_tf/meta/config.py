@@ -56,8 +56,11 @@ class MetaTrainConfig:
       optimizee gradients) or "es" (antithetic evolution strategies).
     second_order: with estimator "gradient": also differentiate through the
       optimizee gradients the rule reads (how an update changes the next
-      gradients: curvature, the signal of instability), at about twice the
-      cost; False keeps them constants (first-order, as in Andrychowicz et al.).
+      gradients: curvature, the signal of instability), at 1.1-1.4x the cost
+      of a segment; False keeps them constants (first-order, as in
+      Andrychowicz et al.). A coordinate whose gradient is exactly 0 gets no
+      second-order path; a task whose meta-gradient is still non-finite is
+      left out of that meta-step (metrics.jsonl: tasks_used).
     es_sigma: ES perturbation scale.
     es_pairs: ES antithetic pairs per task and meta-step.
     init_scale_range: task augmentation: initial parameters are scaled by a
@@ -87,7 +90,10 @@ class MetaTrainConfig:
       batches), averaged over tasks and the two horizons: the held-out bar
       ("beaten by at most one grid point") asked of the meta-training tasks.
       A rank, unlike a loss ratio, is not dominated by a task that a large
-      step solves to a loss of 1e-7.
+      step solves to a loss of 1e-7. Unlike the held-out evaluation's count,
+      only stable Adam runs count (NaN/Inf or above the start: not counted),
+      and Adam runs are not held to the rule's "no higher at the end than
+      at `horizon`".
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -210,6 +216,8 @@ class MetaTrainConfig:
       ok = horizon >= self.horizon and self.unroll >= 1 and horizon % self.unroll == 0
     need(ok and horizon >= 0, f"calibrate_horizon must be 0 or a multiple of unroll "
          f"({self.unroll}) of at least horizon ({self.horizon}), got {horizon!r}")
+    need(self.calibrate_criterion == "mean_log_loss" or bool(values),
+         "calibrate_criterion needs calibrate_step_size")
     need(self.calibrate_criterion in CALIBRATION_CRITERIA,
          f"calibrate_criterion must be one of {CALIBRATION_CRITERIA}, "
          f"got {self.calibrate_criterion!r}")

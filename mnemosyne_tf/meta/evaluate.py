@@ -3,8 +3,8 @@ r"""Held-out evaluation of learned optimizers against Adam and its learning-rate
     python -m mnemosyne_tf.meta.evaluate --weights=coordinate_v1[,coordinate_v2] \
         [--lstm_weights=lstm_v1] [--steps=2000] [--out_dir=...]
 
-Every optimizer trains every held-out task (tasks.HELD_OUT: never used in
-meta-training) from the same initialization on the same batches (stateless
+Every optimizer trains every held-out task (tasks.HELD_OUT, or with --tasks
+also tasks.HELD_OUT_FRESH: never used in meta-training) from the same initialization on the same batches (stateless
 seeds), through ordinary Keras optimizers (`Mnemosyne(weights=...)`,
 `LearnedOptimizer(weights=...)` for the LSTM, `keras.optimizers.Adam`). The
 figure is the final training loss: the loss on the whole training set after

@@ -39,7 +39,7 @@ def check_workdir_config(workdir: str, cfg) -> None:
     a = {k: v for k, v in previous.to_dict().items() if k not in ignore}
     b = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     if a != b:
-      changed = sorted(k for k in a if a[k] != b.get(k))
+      changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
       raise ValueError(f"{workdir} holds a run with a different config (fields {changed} "
                        "differ); use a new --workdir")
   os.makedirs(workdir, exist_ok=True)

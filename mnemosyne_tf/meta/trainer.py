@@ -9,7 +9,8 @@ theta once, from the average over tasks of the meta-gradient of
 
 (the log makes tasks of different loss scales comparable). Gradients of the
 optimizee are treated as constants (Andrychowicz et al.'s first-order
-approximation): the meta-gradient flows through the parameter updates. A
+approximation: the meta-gradient flows through the parameter updates only)
+unless `second_order` is set (then also through the gradients). A
 segment, with its inner loop as a `tf.while_loop`, runs inside
 `tf.function(jit_compile=True)`; with `estimator: es` the meta-gradient is the
 antithetic ES estimate from forward segments only.
@@ -336,7 +337,9 @@ class MetaTrainer:
     theta = self.theta_values()
     identity = {"criterion": 2, "theta_sha256": _theta_digest(theta), "seed": cfg.seed,
                 "horizon": cfg.horizon, "calibrate_horizon": cfg.calibration_horizon(),
-                "tasks": list(cfg.tasks)}
+                "tasks": list(cfg.tasks), "unroll": cfg.unroll,
+                "network_config": self.network.config.to_dict(),
+                "meta_loss_floor": cfg.meta_loss_floor}
     done = {}
     if os.path.exists(path):
       with open(path) as f:
@@ -366,6 +369,11 @@ class MetaTrainer:
       log(f"  x{multiplier:g}: score {score:.4f}  elapsed {seconds / 60:.1f} min")
     mean_scores = {m: done[m]["score"] for m in cfg.calibrate_step_size}
     result = {"multipliers": list(cfg.calibrate_step_size), "criterion": cfg.calibrate_criterion}
+    # Both criteria score +inf exactly where a run is unstable: fail before the
+    # Adam reference if no multiplier can be chosen.
+    if choose_multiplier(mean_scores) is None:
+      raise CalibrationError("step-size calibration: the smallest multiplier is already "
+                             f"unstable on some task ({path}); not exporting")
     if cfg.calibrate_criterion == "adam_rank":
       reference = self._adam_reference(log)
       scores = {m: adam_rank(done[m]["per_task"], reference) for m in cfg.calibrate_step_size}
@@ -391,7 +399,8 @@ class MetaTrainer:
     calibration_adam.json task by task; a rerun reuses it."""
     cfg = self.cfg
     path = os.path.join(self.workdir, "calibration_adam.json")
-    identity = {"seed": cfg.seed, "horizon": cfg.horizon, "unroll": cfg.unroll,
+    identity = {"seed": cfg.seed, "tasks": list(cfg.tasks), "horizon": cfg.horizon,
+                "unroll": cfg.unroll,
                 "calibrate_horizon": cfg.calibration_horizon(), "grid": list(ADAM_GRID),
                 "adam": {"beta_1": _ADAM_B1, "beta_2": _ADAM_B2, "epsilon": _KERAS_ADAM_EPS}}
     losses = {}
@@ -449,13 +458,13 @@ class MetaTrainer:
     None, "stable": bool} (unstable: NaN/Inf or a loss above the start)."""
     cfg = self.cfg
     segment = self._adam_segment_fn(index)
-    params = task.init_params(seed=10 ** 6 + 1000 * cfg.seed + index)
+    params = task.init_params(seed=self._calibration_init_seed(index))
     m = [tf.zeros_like(p) for p in params]
     v = [tf.zeros_like(p) for p in params]
     start = float(task.loss(params, task.x, task.y))
     out = {str(cfg.horizon): None, str(cfg.calibration_horizon()): None, "stable": True}
     for segment_index in range(cfg.calibration_horizon() // cfg.unroll):
-      seed = tf.constant([cfg.seed + 104729, segment_index * 131 + index], tf.int32)
+      seed = self._calibration_batch_seed(segment_index, index)
       params, m, v = segment(params, m, v, tf.constant(segment_index * cfg.unroll, tf.int64),
                              seed, tf.constant(lr, tf.float32))
       position = str((segment_index + 1) * cfg.unroll)
@@ -467,18 +476,27 @@ class MetaTrainer:
         out[position] = loss
     return out
 
+  def _calibration_init_seed(self, index: int) -> int:
+    """Initialization seed of calibration trajectory `index` (the rule's runs
+    and the Adam reference's share it)."""
+    return 10 ** 6 + 1000 * self.cfg.seed + index
+
+  def _calibration_batch_seed(self, segment: int, index: int) -> tf.Tensor:
+    """Batch seed of one segment of calibration trajectory `index`."""
+    return tf.constant([self.cfg.seed + 104729, segment * 131 + index], tf.int32)
+
   def _calibration_run(self, index: int, task: tasks_lib.Task, theta) -> dict:
     """One calibration trajectory: task `index` from a fixed initialization
     (seed-derived, no augmentation) for calibration_horizon() steps."""
     cfg = self.cfg
     _, forward = self._segment_fn(index)
-    params = task.init_params(seed=10 ** 6 + 1000 * cfg.seed + index)
+    params = task.init_params(seed=self._calibration_init_seed(index))
     packed = [self.network.pack_state(self.network.init_state(p), p.shape) for p in params]
     start = float(task.loss(params, task.x, task.y))
     at = {cfg.horizon: None, cfg.calibration_horizon(): None}
     one = tf.constant(1.0)
     for segment in range(cfg.calibration_horizon() // cfg.unroll):
-      seed = tf.constant([cfg.seed + 104729, segment * 131 + index], tf.int32)
+      seed = self._calibration_batch_seed(segment, index)
       _, params, packed = forward(theta, params, packed,
                                   tf.constant(segment * cfg.unroll, tf.int64), seed, one)
       position = (segment + 1) * cfg.unroll
