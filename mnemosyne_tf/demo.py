@@ -105,22 +105,26 @@ def table(results) -> str:
   return "\n".join(lines)
 
 
-def run(epochs, batch_size, out_dir, jit_compile, seed):
-  """Runs the comparison; returns the results list (also written to out_dir)."""
+def run(epochs, batch_size, out_dir, jit_compile, seed, weights=None):
+  """Runs the comparison; returns the results list (also written to out_dir).
+  `weights`: Mnemosyne weights (a shipped name or a file); None, the default."""
   import keras
   import mnemosyne_tf
   os.makedirs(out_dir, exist_ok=True)
   data = digits.load_split(seed)
   keras.utils.set_random_seed(seed)
   initial_weights = digits.build_cnn().get_weights()
-  mnemosyne = mnemosyne_tf.Mnemosyne()
+  # Built first: bad weights fail before any training.
+  mnemosyne = mnemosyne_tf.Mnemosyne() if weights is None else mnemosyne_tf.Mnemosyne(
+      weights=weights)
   provenance = mnemosyne._rule.provenance
   print(f"Digits CNN, {len(data[0])} train / {len(data[2])} test images, "
         f"{epochs} epochs of batch {batch_size}, XLA={jit_compile}.")
   print(f"Mnemosyne weights: {mnemosyne._rule.weights} ({provenance.get('kind')}): "
         f"{provenance.get('description', '')}", flush=True)
   results = []
-  for name, optimizer in (("Mnemosyne (default)", mnemosyne),
+  label = "Mnemosyne (default)" if weights is None else f"Mnemosyne ({weights})"
+  for name, optimizer in ((label, mnemosyne),
                           ("Adam (lr=1e-3)", keras.optimizers.Adam(1e-3))):
     print(f"Training with {name} ...", flush=True)
     results.append(train(name, optimizer, initial_weights, data, epochs, batch_size,
@@ -144,11 +148,13 @@ def define_flags():
   flags.DEFINE_string("out_dir", "demo_output", "Where to write the PNG and JSON.")
   flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
   flags.DEFINE_integer("seed", 0, "Seed of the split, the init and the batches.")
+  flags.DEFINE_string("weights", None, "Mnemosyne weights (a shipped name such as "
+                      "coordinate_v10, or a file); default: the package default.")
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  run(f.epochs, f.batch_size, f.out_dir, f.jit_compile, f.seed)
+  run(f.epochs, f.batch_size, f.out_dir, f.jit_compile, f.seed, f.weights)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,19 @@ class DemoTest(tf.test.TestCase):
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
     self.assertIn("| Mnemosyne (default) |", demo.table(results))
 
+  def test_named_weights_are_used_and_bad_ones_fail_before_training(self):
+    out_dir = self.create_tempdir().full_path
+    results = demo.run(epochs=1, batch_size=256, out_dir=out_dir, jit_compile=False, seed=0,
+                       weights="coordinate_v10")
+    self.assertEqual(results[0]["name"], "Mnemosyne (coordinate_v10)")
+    with open(os.path.join(out_dir, "demo.json")) as f:
+      self.assertEqual(json.load(f)["weights"], "coordinate_v10")
+    empty = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, "unknown weights 'nope'"):
+      demo.run(epochs=1, batch_size=256, out_dir=empty, jit_compile=False, seed=0,
+               weights="nope")
+    self.assertEqual(os.listdir(empty), [])
+
 
 if __name__ == "__main__":
   tf.test.main()
