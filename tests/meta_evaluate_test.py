@@ -17,10 +17,10 @@ def curve(*losses, every=10):
 class EvaluateTest(tf.test.TestCase):
 
   def test_grid_is_seven_log_spaced_points(self):
-    self.assertLen(evaluate.ADAM_GRID, 7)
-    self.assertEqual(evaluate.ADAM_GRID[0], 1e-4)
-    self.assertEqual(evaluate.ADAM_GRID[-1], 0.1)
-    self.assertIn(0.001, evaluate.ADAM_GRID)
+    self.assertLen(tasks.ADAM_GRID, 7)
+    self.assertEqual(tasks.ADAM_GRID[0], 1e-4)
+    self.assertEqual(tasks.ADAM_GRID[-1], 0.1)
+    self.assertIn(0.001, tasks.ADAM_GRID)
 
   def test_runs_start_from_the_same_point_and_are_deterministic(self):
     task = tasks.Task(tasks.get_spec("wine_mlp_32_relu"))

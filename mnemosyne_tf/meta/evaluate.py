@@ -4,8 +4,8 @@ r"""Held-out evaluation of learned optimizers against Adam and its learning-rate
         [--lstm_weights=lstm_v1] [--steps=2000] [--out_dir=...]
 
 Every optimizer trains every held-out task (tasks.HELD_OUT, or with --tasks
-also tasks.HELD_OUT_FRESH: never used in meta-training) from the same initialization on the same batches (stateless
-seeds), through ordinary Keras optimizers (`Mnemosyne(weights=...)`,
+also tasks.HELD_OUT_FRESH: never used in meta-training) from the same
+initialization on the same batches (stateless seeds), through ordinary Keras optimizers (`Mnemosyne(weights=...)`,
 `LearnedOptimizer(weights=...)` for the LSTM, `keras.optimizers.Adam`). The
 figure is the final training loss: the loss on the whole training set after
 `horizon` steps (1x the meta-training horizon) and after `steps` (10x). A run
@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))  # 1e-4 .. 1e-1
 
 
 def parse_weights(arg: str):
@@ -258,7 +257,7 @@ def main(argv):
   if flags.FLAGS.lstm_weights:
     optimizers["lstm " + os.path.basename(flags.FLAGS.lstm_weights)] = (
         "learned:" + flags.FLAGS.lstm_weights)
-  optimizers.update({f"adam {lr:g}": f"adam:{lr}" for lr in ADAM_GRID})
+  optimizers.update({f"adam {lr:g}": f"adam:{lr}" for lr in tasks_lib.ADAM_GRID})
   learned = [k for k in optimizers if not k.startswith("adam ")]
   print(f"held-out tasks, {flags.FLAGS.steps} steps, seed {flags.FLAGS.seed}:", flush=True)
   cache_path = os.path.join(flags.FLAGS.out_dir, "runs.json") if flags.FLAGS.out_dir else None

@@ -76,6 +76,10 @@ HELD_OUT_FRESH = (
     TaskSpec("iris_mlp_32x32_silu", "iris", "mlp", (32, 32), "silu", batch_size=16),
 )
 
+# The learning-rate grid that the bar compares with (held-out evaluation and
+# the adam_rank calibration): 7 points, 1e-4 .. 1e-1.
+ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))
+
 _ALL = {spec.name: spec for spec in META_TRAIN + HELD_OUT + HELD_OUT_FRESH}
 
 

@@ -40,8 +40,7 @@ from mnemosyne_tf.meta import tasks as tasks_lib
 
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
 _KERAS_ADAM_EPS = 1e-7  # keras.optimizers.Adam's default, as in the held-out evaluation
-# The learning-rate grid of the held-out bar (evaluate.ADAM_GRID): 1e-4 .. 1e-1.
-ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))
+ADAM_GRID = tasks_lib.ADAM_GRID  # the held-out bar's learning rates
 
 
 def initial_theta(cfg: config_lib.MetaTrainConfig, network) -> Dict[str, tf.Tensor]:
@@ -382,10 +381,7 @@ class MetaTrainer:
       result.update(mean_log_scores=mean_scores, adam_reference=reference)
     else:
       scores = mean_scores
-    chosen = choose_multiplier(scores)
-    if chosen is None:
-      raise CalibrationError("step-size calibration: the smallest multiplier is already "
-                             f"unstable on some task ({path}); not exporting")
+    chosen = choose_multiplier(scores)  # not None: checked above
     log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
     result.update(scores=scores, chosen=chosen,
                   per_task={m: done[m]["per_task"] for m in cfg.calibrate_step_size},
