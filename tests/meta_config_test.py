@@ -69,10 +69,25 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("criterion_without_calibration", {"calibrate_criterion": "adam_rank"},
        "calibrate_criterion needs calibrate_step_size"),
       ("calibrate_criterion", {"calibrate_step_size": [1.0], "calibrate_criterion": "best"},
-       "calibrate_criterion must be one of"))
+       "calibrate_criterion must be one of"),
+      ("calibrate_seeds_zero", {"calibrate_step_size": [1.0], "calibrate_seeds": 0},
+       "calibrate_seeds must be an integer >= 1"),
+      ("calibrate_seeds_bool", {"calibrate_step_size": [1.0], "calibrate_seeds": True},
+       "calibrate_seeds must be an integer >= 1"),
+      ("seeds_without_calibration", {"calibrate_seeds": 3},
+       "calibrate_seeds needs calibrate_step_size"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)
+
+  def test_calibrate_seeds_round_trips_and_is_omitted_at_its_default(self):
+    three = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0],
+                                                  "calibrate_seeds": 3})
+    self.assertEqual(three.to_dict()["calibrate_seeds"], 3)
+    self.assertEqual(config_lib.MetaTrainConfig.from_dict(three.to_dict()), three)
+    one = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0]})
+    self.assertNotIn("calibrate_seeds", one.to_dict())  # configs written before it
+    self.assertEqual(one.calibrate_seeds, 1)
 
   def test_init_from_weights_starts_from_their_theta(self):
     from mnemosyne_tf import weights as weights_lib

@@ -281,6 +281,59 @@ class MetaTrainerTest(tf.test.TestCase):
     again._adam_run = None  # calling it would raise
     self.assertEqual(again.train(log=lambda line: None)["sha256"], summary["sha256"])
 
+  def test_calibration_over_several_initializations(self):
+    """calibrate_seeds=2: each task is calibrated from two initializations with
+    their own batches. The first is exactly the single run of calibrate_seeds=1;
+    the second's Adam reference equals keras's Adam run eagerly from its own
+    initialization and batches; a multiplier's score counts both runs."""
+    import keras
+    base = dict(horizon=4, unroll=2, meta_steps=0, calibrate_horizon=8, meta_loss_floor=1e-6,
+                calibrate_step_size=[0.5, 2.0], calibrate_criterion="adam_rank")
+    single = trainer_lib.MetaTrainer(tiny(**base), self.create_tempdir().full_path)
+    one = single.train(log=lambda line: None)["step_size_calibration"]
+    meta = trainer_lib.MetaTrainer(tiny(calibrate_seeds=2, **base),
+                                   self.create_tempdir().full_path)
+    lines = []
+    two = meta.train(log=lines.append)["step_size_calibration"]
+    self.assertIn("x 2 initializations", " ".join(lines))
+    name = "wine_mlp_32_relu"
+    keys = {name, f"{name}/seed1"}
+    self.assertEqual(set(two["adam_reference"]), keys)
+    for m in ("0.5", "2.0"):
+      self.assertEqual(set(two["per_task"][m]), keys)
+      self.assertEqual(two["per_task"][m][name], one["per_task"][m][name])
+      self.assertNotEqual(two["per_task"][m][f"{name}/seed1"]["start"],
+                          two["per_task"][m][name]["start"])
+    self.assertEqual(two["adam_reference"][name], one["adam_reference"][name])
+    task = meta.trajectories[0].task
+    init_seed = meta._calibration_init_seed(0, 1)
+    self.assertNotEqual(init_seed, meta._calibration_init_seed(0, 0))
+    start = float(task.loss(task.init_params(init_seed), task.x, task.y))
+    self.assertAllClose(two["per_task"]["0.5"][f"{name}/seed1"]["start"], start, rtol=1e-6)
+    for lr in (1e-3, 1e-1):
+      variables = [tf.Variable(p) for p in task.init_params(init_seed)]
+      optimizer = keras.optimizers.Adam(lr)
+      losses = {}
+      for t in range(1, 9):
+        if t % 2 == 1:
+          xs, ys = task.batches(meta._calibration_batch_seed(t // 2, 0, 1), 3)
+        with tf.GradientTape() as tape:
+          loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        if t in (4, 8):
+          losses[t] = float(task.loss(variables, task.x, task.y))
+      saved = two["adam_reference"][f"{name}/seed1"][f"{lr:g}"]
+      stable = all(np.isfinite(v) and v <= start for v in losses.values())
+      self.assertEqual(saved["stable"], stable)
+      if stable:
+        for t in (4, 8):
+          self.assertAllClose(saved[str(t)], losses[t], rtol=1e-4, atol=1e-6)
+    for m in ("0.5", "2.0"):
+      runs = {k: dict(r, loss={int(h): v for h, v in r["loss"].items()})
+              for k, r in two["per_task"][m].items()}
+      expected = trainer_lib.adam_rank(runs, two["adam_reference"])
+      self.assertEqual(two["scores"][m], None if expected == float("inf") else expected)
+
   def test_adam_rank_counts_stable_grid_runs_with_a_lower_loss(self):
     adam = {"a": {"0.001": {"200": 0.2, "2000": 0.01, "stable": True},
                   "0.01": {"200": 0.05, "2000": 1e-4, "stable": True},

@@ -94,6 +94,10 @@ class MetaTrainConfig:
       only stable Adam runs count (NaN/Inf or above the start: not counted),
       and Adam runs are not held to the rule's "no higher at the end than
       at `horizon`".
+    calibrate_seeds: how many initializations (each with its own batches)
+      the calibration trains every task from. A multiplier is unstable if any
+      of its runs is; its score averages over all of them. 1 (the default)
+      is the single run per task of the configs written before this option.
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -121,6 +125,7 @@ class MetaTrainConfig:
   calibrate_step_size: Tuple[float, ...] = ()
   calibrate_horizon: int = 0
   calibrate_criterion: str = "mean_log_loss"
+  calibrate_seeds: int = 1
 
   def __post_init__(self):
     problems = []
@@ -218,6 +223,10 @@ class MetaTrainConfig:
          f"({self.unroll}) of at least horizon ({self.horizon}), got {horizon!r}")
     need(self.calibrate_criterion == "mean_log_loss" or bool(values),
          "calibrate_criterion needs calibrate_step_size")
+    seeds = self.calibrate_seeds
+    need(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1,
+         f"calibrate_seeds must be an integer >= 1, got {seeds!r}")
+    need(seeds == 1 or bool(values), "calibrate_seeds needs calibrate_step_size")
     need(self.calibrate_criterion in CALIBRATION_CRITERIA,
          f"calibrate_criterion must be one of {CALIBRATION_CRITERIA}, "
          f"got {self.calibrate_criterion!r}")
@@ -236,6 +245,8 @@ class MetaTrainConfig:
       del out["second_order"]
     if out.get("calibrate_criterion") == "mean_log_loss":  # the criterion before there was a choice
       del out["calibrate_criterion"]
+    if out["calibrate_seeds"] == 1:  # one run per task, as before the option
+      del out["calibrate_seeds"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)

@@ -339,6 +339,8 @@ class MetaTrainer:
                 "tasks": list(cfg.tasks), "unroll": cfg.unroll,
                 "network_config": self.network.config.to_dict(),
                 "meta_loss_floor": cfg.meta_loss_floor}
+    if cfg.calibrate_seeds > 1:  # identities saved before the option stay valid
+      identity["calibrate_seeds"] = cfg.calibrate_seeds
     done = {}
     if os.path.exists(path):
       with open(path) as f:
@@ -347,7 +349,9 @@ class MetaTrainer:
         done = {float(m): _from_strict(r) for m, r in saved["runs"]}
     seconds = sum(r["seconds"] for r in done.values())
     log(f"step-size calibration: {len(cfg.calibrate_step_size)} multipliers x "
-        f"{len(cfg.tasks)} tasks x {cfg.calibration_horizon()} steps"
+        f"{len(cfg.tasks)} tasks"
+        + (f" x {cfg.calibrate_seeds} initializations" if cfg.calibrate_seeds > 1 else "")
+        + f" x {cfg.calibration_horizon()} steps"
         + (f" ({len(done)} already done)" if done else ""))
     for multiplier in cfg.calibrate_step_size:
       if multiplier in done:
@@ -355,8 +359,9 @@ class MetaTrainer:
       run_start = time.time()
       shifted = {k: tf.constant(v + math.log(multiplier) if k.endswith("log_step_size") else v)
                  for k, v in theta.items() if k in self.theta}
-      per_task = {traj.task.spec.name: self._calibration_run(index, traj.task, shifted)
-                  for index, traj in enumerate(self.trajectories)}
+      per_task = {key: self._calibration_run(index, self.trajectories[index].task, shifted,
+                                             replica)
+                  for key, index, replica in self._calibration_cases()}
       score = float(np.mean([r["score"] for r in per_task.values()]))
       done[multiplier] = {"score": score, "per_task": per_task,
                           "seconds": time.time() - run_start}
@@ -391,36 +396,41 @@ class MetaTrainer:
   def _adam_reference(self, log=print) -> dict:
     """Adam at every learning rate of ADAM_GRID on the calibration's
     trajectories (the same initialization and batches as `_calibration_run`):
-    {task: {f"{lr:g}": {str(horizon): loss, "stable": bool}}}. Saved to
-    calibration_adam.json task by task; a rerun reuses it."""
+    {key: {f"{lr:g}": {str(horizon): loss, "stable": bool}}}, keyed like the
+    rule's runs (`_calibration_cases`). Saved to calibration_adam.json run by
+    run; a rerun reuses it."""
     cfg = self.cfg
     path = os.path.join(self.workdir, "calibration_adam.json")
     identity = {"seed": cfg.seed, "tasks": list(cfg.tasks), "horizon": cfg.horizon,
                 "unroll": cfg.unroll,
                 "calibrate_horizon": cfg.calibration_horizon(), "grid": list(ADAM_GRID),
                 "adam": {"beta_1": _ADAM_B1, "beta_2": _ADAM_B2, "epsilon": _KERAS_ADAM_EPS}}
+    if cfg.calibrate_seeds > 1:  # identities saved before the option stay valid
+      identity["calibrate_seeds"] = cfg.calibrate_seeds
     losses = {}
     if os.path.exists(path):
       with open(path) as f:
         saved = json.load(f)
       if saved.get("identity") == identity:
         losses = saved["losses"]
-    missing = [name for name in cfg.tasks if name not in losses]
+    cases = self._calibration_cases()
+    missing = [key for key, _, _ in cases if key not in losses]
     if missing:
-      log(f"Adam reference: {len(ADAM_GRID)} learning rates x {len(missing)} tasks x "
+      log(f"Adam reference: {len(ADAM_GRID)} learning rates x {len(missing)} runs x "
           f"{cfg.calibration_horizon()} steps")
-    for index, traj in enumerate(self.trajectories):
-      name = traj.task.spec.name
-      if name in losses:
+    for key, index, replica in cases:
+      if key in losses:
         continue
       started = time.time()
-      losses[name] = {f"{lr:g}": self._adam_run(index, traj.task, lr) for lr in ADAM_GRID}
+      losses[key] = {f"{lr:g}": self._adam_run(index, self.trajectories[index].task, lr,
+                                               replica)
+                     for lr in ADAM_GRID}
       with open(path + ".tmp", "w") as f:
         json.dump(strict_json.strict({"identity": identity, "losses": losses}), f,
                   allow_nan=False)
       os.replace(path + ".tmp", path)
-      log(f"  {name}: {time.time() - started:.0f} s")
-    return {name: losses[name] for name in cfg.tasks}
+      log(f"  {key}: {time.time() - started:.0f} s")
+    return {key: losses[key] for key, _, _ in cases}
 
   def _adam_segment_fn(self, task_index: int):
     """The compiled Adam segment of one task (Keras's Adam update)."""
@@ -449,18 +459,19 @@ class MetaTrainer:
     self._segments[key] = segment
     return segment
 
-  def _adam_run(self, index: int, task: tasks_lib.Task, lr: float) -> dict:
-    """Adam at `lr` on calibration trajectory `index`: {str(horizon): loss or
-    None, "stable": bool} (unstable: NaN/Inf or a loss above the start)."""
+  def _adam_run(self, index: int, task: tasks_lib.Task, lr: float, replica: int = 0) -> dict:
+    """Adam at `lr` on calibration trajectory (`index`, `replica`):
+    {str(horizon): loss or None, "stable": bool} (unstable: NaN/Inf or a loss
+    above the start)."""
     cfg = self.cfg
     segment = self._adam_segment_fn(index)
-    params = task.init_params(seed=self._calibration_init_seed(index))
+    params = task.init_params(seed=self._calibration_init_seed(index, replica))
     m = [tf.zeros_like(p) for p in params]
     v = [tf.zeros_like(p) for p in params]
     start = float(task.loss(params, task.x, task.y))
     out = {str(cfg.horizon): None, str(cfg.calibration_horizon()): None, "stable": True}
     for segment_index in range(cfg.calibration_horizon() // cfg.unroll):
-      seed = self._calibration_batch_seed(segment_index, index)
+      seed = self._calibration_batch_seed(segment_index, index, replica)
       params, m, v = segment(params, m, v, tf.constant(segment_index * cfg.unroll, tf.int64),
                              seed, tf.constant(lr, tf.float32))
       position = str((segment_index + 1) * cfg.unroll)
@@ -472,27 +483,41 @@ class MetaTrainer:
         out[position] = loss
     return out
 
-  def _calibration_init_seed(self, index: int) -> int:
-    """Initialization seed of calibration trajectory `index` (the rule's runs
-    and the Adam reference's share it)."""
-    return 10 ** 6 + 1000 * self.cfg.seed + index
+  def _calibration_cases(self):
+    """The calibration's runs as (key, task index, replica): every task from
+    each of `calibrate_seeds` initializations. Replica 0's key is the task's
+    name (the single run of configs without the option), replica r's
+    "<name>/seed<r>"."""
+    return [(name if replica == 0 else f"{name}/seed{replica}", index, replica)
+            for index, name in enumerate(self.cfg.tasks)
+            for replica in range(self.cfg.calibrate_seeds)]
 
-  def _calibration_batch_seed(self, segment: int, index: int) -> tf.Tensor:
-    """Batch seed of one segment of calibration trajectory `index`."""
-    return tf.constant([self.cfg.seed + 104729, segment * 131 + index], tf.int32)
+  def _calibration_init_seed(self, index: int, replica: int = 0) -> int:
+    """Initialization seed of calibration trajectory (`index`, `replica`) (the
+    rule's runs and the Adam reference's share it; distinct within a run for
+    fewer than 100 tasks; replica 0's is the seed of configs without
+    calibrate_seeds)."""
+    return 10 ** 6 + 1000 * self.cfg.seed + index + 100 * replica
 
-  def _calibration_run(self, index: int, task: tasks_lib.Task, theta) -> dict:
+  def _calibration_batch_seed(self, segment: int, index: int, replica: int = 0) -> tf.Tensor:
+    """Batch seed of one segment of calibration trajectory (`index`, `replica`)."""
+    return tf.constant([self.cfg.seed + 104729 + 7919 * replica, segment * 131 + index],
+                       tf.int32)
+
+  def _calibration_run(self, index: int, task: tasks_lib.Task, theta,
+                       replica: int = 0) -> dict:
     """One calibration trajectory: task `index` from a fixed initialization
-    (seed-derived, no augmentation) for calibration_horizon() steps."""
+    (seed-derived, replica `replica`, no augmentation) for
+    calibration_horizon() steps."""
     cfg = self.cfg
     _, forward = self._segment_fn(index)
-    params = task.init_params(seed=self._calibration_init_seed(index))
+    params = task.init_params(seed=self._calibration_init_seed(index, replica))
     packed = [self.network.pack_state(self.network.init_state(p), p.shape) for p in params]
     start = float(task.loss(params, task.x, task.y))
     at = {cfg.horizon: None, cfg.calibration_horizon(): None}
     one = tf.constant(1.0)
     for segment in range(cfg.calibration_horizon() // cfg.unroll):
-      seed = self._calibration_batch_seed(segment, index)
+      seed = self._calibration_batch_seed(segment, index, replica)
       _, params, packed = forward(theta, params, packed,
                                   tf.constant(segment * cfg.unroll, tf.int64), seed, one)
       position = (segment + 1) * cfg.unroll
@@ -563,8 +588,9 @@ def adam_rank(per_task: dict, adam: dict) -> float:
   Adam grid runs with a lower loss than the multiplier's run, averaged over
   tasks and horizons (0: better than every learning rate of the grid; the
   held-out bar asks for at most 1); +inf if any of its runs is unstable.
-  `per_task` maps a task to its calibration run ({"diverged", "loss":
-  {horizon: loss}}), `adam` to `_adam_reference`'s runs of that task."""
+  `per_task` maps a calibration run's key (`_calibration_cases`) to the run
+  ({"diverged", "loss": {horizon: loss}}), `adam` to `_adam_reference`'s runs
+  on the same trajectory."""
   counts = []
   for name, run in per_task.items():
     if run["diverged"]:
