@@ -182,12 +182,18 @@ def _environment_id(env) -> str:
           ", ".join(f"{k} {v}" for k, v in sorted(env.items())))
 
 
+_NETWORK_NAMES = {"lstm": "LSTM", "coordinate": "Mnemosyne", "tensor": "Mnemosyne",
+                  "super": "Mnemosyne"}
+
+
 def label(spec: str) -> str:
   kind, _, arg = spec.partition(":")
   if kind == "mnemosyne":
     return f"Mnemosyne ({arg})"
-  if kind == "learned":
-    return f"LSTM ({arg})"
+  if kind == "learned":  # named by the network its weights are for
+    from mnemosyne_tf import weights as weights_lib
+    network = weights_lib.load_weights(arg).network
+    return f"{_NETWORK_NAMES.get(network, 'Learned')} ({arg})"
   return f"{FAMILY_NAMES[kind]} {float(arg):g}"
 
 

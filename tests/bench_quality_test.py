@@ -235,6 +235,12 @@ class HarnessSmokeTest(tf.test.TestCase):
     self.assertEqual(quality.FULL_GRID[0], 1e-4)
     self.assertEqual(quality.FULL_GRID[-1], 1e-1)
 
+  def test_labels_name_the_network_of_learned_weights(self):
+    self.assertEqual(quality.label("learned:lstm_v1"), "LSTM (lstm_v1)")
+    self.assertEqual(quality.label("learned:coordinate_v10"), "Mnemosyne (coordinate_v10)")
+    self.assertEqual(quality.label("mnemosyne:tensor"), "Mnemosyne (tensor)")
+    self.assertEqual(quality.label("adam:0.001"), "Adam 0.001")
+
 
 class ProblemsTest(tf.test.TestCase):
 
