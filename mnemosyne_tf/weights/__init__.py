@@ -26,8 +26,9 @@ SHIPPED = {
     # Tenth attempt, from configs/meta/coordinate_v10.yaml (see
     # coordinate_v10.md): second-order meta-gradient, Adam-like direction,
     # step calibrated by rank against Adam's grid. Better than the default on
-    # two of the held-out bar's three counts (one LSTM cell fewer); not yet
-    # the default (the benchmarks have not been rerun with it).
+    # two of the held-out bar's three counts (one LSTM cell fewer); not the
+    # default: late in training it collapsed on two of three seeds of the
+    # quality benchmark's CNN.
     "coordinate_v10": "coordinate_v10.npz",
     # The LSTM baseline (Andrychowicz et al.), meta-trained by the same binary
     # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
