@@ -75,7 +75,13 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("calibrate_seeds_bool", {"calibrate_step_size": [1.0], "calibrate_seeds": True},
        "calibrate_seeds must be an integer >= 1"),
       ("seeds_without_calibration", {"calibrate_seeds": 3},
-       "calibrate_seeds needs calibrate_step_size"))
+       "calibrate_seeds needs calibrate_step_size"),
+      ("margin_below_one", {"calibrate_step_size": [1.0], "calibrate_stability_margin": 0.5},
+       "calibrate_stability_margin must be a float >= 1"),
+      ("margin_not_a_number", {"calibrate_step_size": [1.0], "calibrate_stability_margin": "4"},
+       "calibrate_stability_margin must be a float >= 1"),
+      ("margin_without_calibration", {"calibrate_stability_margin": 4.0},
+       "calibrate_stability_margin needs calibrate_step_size"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)
@@ -87,6 +93,10 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(config_lib.MetaTrainConfig.from_dict(three.to_dict()), three)
     one = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0]})
     self.assertNotIn("calibrate_seeds", one.to_dict())  # configs written before it
+    self.assertNotIn("calibrate_stability_margin", one.to_dict())
+    margin = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0],
+                                                   "calibrate_stability_margin": 4})
+    self.assertEqual(config_lib.MetaTrainConfig.from_dict(margin.to_dict()), margin)
     self.assertEqual(one.calibrate_seeds, 1)
 
   def test_init_from_weights_starts_from_their_theta(self):

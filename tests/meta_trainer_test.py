@@ -203,6 +203,18 @@ class MetaTrainerTest(tf.test.TestCase):
     lines = []
     self.assertEqual(again.train(log=lines.append)["sha256"], summary["sha256"])
     self.assertIn("3 already done", " ".join(lines))
+    # A stability margin re-chooses from the saved scores: x4 is not 5000x
+    # below the unstable x10000, x0.5 is; no multiplier is 10^5x below it.
+    margin = trainer_lib.MetaTrainer(
+        tiny(**dict(cfg.to_dict(), calibrate_stability_margin=5000.0)), workdir)
+    margin._calibration_run = None
+    record = margin.train(log=lambda line: None)["step_size_calibration"]
+    self.assertEqual(record["chosen"], 0.5)
+    with self.assertRaisesRegex(trainer_lib.CalibrationError, "100000x below the first"):
+      strict = trainer_lib.MetaTrainer(
+          tiny(**dict(cfg.to_dict(), calibrate_stability_margin=1e5)), workdir)
+      strict._calibration_run = None
+      strict.train(log=lambda line: None)
 
   def test_zero_meta_steps_exports_the_calibrated_initial_theta(self):
     cfg = tiny(meta_steps=0, calibrate_step_size=[2.0])
@@ -365,6 +377,14 @@ class MetaTrainerTest(tf.test.TestCase):
     self.assertEqual(choose({0.5: -5.0, 2.0: -5.0, 1.0: -4.0}), 0.5)  # tie: nearer to 1
     self.assertEqual(choose({0.5: -5.0, 2.0: -5.0}), 0.5)
     self.assertIsNone(choose({0.5: inf, 1.0: -9.0}))
+    # A stability margin: at least that factor below the first unstable one.
+    scores = {0.125: -4.0, 0.25: -5.1, 0.5: -5.8, 1.0: inf, 2.0: inf}
+    self.assertEqual(choose(scores), 0.5)
+    self.assertEqual(choose(scores, margin=2.0), 0.5)
+    self.assertEqual(choose(scores, margin=4.0), 0.25)
+    self.assertEqual(choose(scores, margin=8.0), 0.125)
+    self.assertIsNone(choose(scores, margin=16.0))
+    self.assertEqual(choose({0.5: -5.0, 1.0: -6.0}, margin=4.0), 1.0)  # nothing unstable
 
   def test_second_order_meta_gradient_matches_finite_differences(self):
     """With second_order the meta-gradient is the exact derivative of the

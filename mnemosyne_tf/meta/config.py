@@ -98,6 +98,12 @@ class MetaTrainConfig:
       the calibration trains every task from. A multiplier is unstable if any
       of its runs is; its score averages over all of them. 1 (the default)
       is the single run per task of the configs written before this option.
+    calibrate_stability_margin: the chosen multiplier must be at least this
+      factor below the smallest unstable one (1: any stable multiplier below
+      it). Stability measured on a few trajectories is an estimate; a margin
+      keeps the step away from an edge that other models may reach sooner
+      (coordinate_v10.md: x0.5 was stable on all 21 calibration runs and
+      collapsed on the quality benchmark's CNN).
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -126,6 +132,7 @@ class MetaTrainConfig:
   calibrate_horizon: int = 0
   calibrate_criterion: str = "mean_log_loss"
   calibrate_seeds: int = 1
+  calibrate_stability_margin: float = 1.0
 
   def __post_init__(self):
     problems = []
@@ -227,6 +234,11 @@ class MetaTrainConfig:
     need(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1,
          f"calibrate_seeds must be an integer >= 1, got {seeds!r}")
     need(seeds == 1 or bool(values), "calibrate_seeds needs calibrate_step_size")
+    margin = self.calibrate_stability_margin
+    need(isinstance(margin, (int, float)) and not isinstance(margin, bool)
+         and math.isfinite(margin) and margin >= 1,
+         f"calibrate_stability_margin must be a float >= 1, got {margin!r}")
+    need(margin == 1 or bool(values), "calibrate_stability_margin needs calibrate_step_size")
     need(self.calibrate_criterion in CALIBRATION_CRITERIA,
          f"calibrate_criterion must be one of {CALIBRATION_CRITERIA}, "
          f"got {self.calibrate_criterion!r}")
@@ -247,6 +259,8 @@ class MetaTrainConfig:
       del out["calibrate_criterion"]
     if out["calibrate_seeds"] == 1:  # one run per task, as before the option
       del out["calibrate_seeds"]
+    if out["calibrate_stability_margin"] == 1:  # likewise
+      del out["calibrate_stability_margin"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)

@@ -375,9 +375,12 @@ class MetaTrainer:
     result = {"multipliers": list(cfg.calibrate_step_size), "criterion": cfg.calibrate_criterion}
     # Both criteria score +inf exactly where a run is unstable: fail before the
     # Adam reference if no multiplier can be chosen.
-    if choose_multiplier(mean_scores) is None:
-      raise CalibrationError("step-size calibration: the smallest multiplier is already "
-                             f"unstable on some task ({path}); not exporting")
+    margin = cfg.calibrate_stability_margin
+    if choose_multiplier(mean_scores, margin) is None:
+      raise CalibrationError(
+          "step-size calibration: no multiplier is stable" +
+          (f" and {margin:g}x below the first unstable one" if margin > 1 else "") +
+          f" on every task ({path}); not exporting")
     if cfg.calibrate_criterion == "adam_rank":
       reference = self._adam_reference(log)
       scores = {m: adam_rank(done[m]["per_task"], reference) for m in cfg.calibrate_step_size}
@@ -386,7 +389,7 @@ class MetaTrainer:
       result.update(mean_log_scores=mean_scores, adam_reference=reference)
     else:
       scores = mean_scores
-    chosen = choose_multiplier(scores)  # not None: checked above
+    chosen = choose_multiplier(scores, margin)  # not None: checked above
     log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
     result.update(scores=scores, chosen=chosen,
                   per_task={m: done[m]["per_task"] for m in cfg.calibrate_step_size},
@@ -566,9 +569,11 @@ class CalibrationError(RuntimeError):
   checkpoint and calibration.json stay, with every run's losses)."""
 
 
-def choose_multiplier(scores: Dict[float, float]):
+def choose_multiplier(scores: Dict[float, float], margin: float = 1.0):
   """The calibration's choice: the best-scoring multiplier among those below
-  the first unstable one (score +inf), or None if the smallest is unstable.
+  the first unstable one (score +inf) by at least a factor `margin` (1: any
+  below it; with no unstable multiplier the margin has nothing to apply to),
+  or None if there is none.
   Past an unstable step size a learned rule is at the edge of stability: a
   larger multiplier that happens to score well there does not transfer (one
   chosen that way diverged on a held-out task; coordinate_v2.md, attempt 6).
@@ -576,6 +581,7 @@ def choose_multiplier(scores: Dict[float, float]):
   eligible = []
   for multiplier in sorted(scores):
     if not math.isfinite(scores[multiplier]):
+      eligible = [m for m in eligible if m * margin <= multiplier]
       break
     eligible.append(multiplier)
   if not eligible:
