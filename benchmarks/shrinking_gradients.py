@@ -17,6 +17,12 @@ an ordinary Keras optimizer applied to a variable; the update is the change of
 the variable. Printed: the update RMS over windows before and after the
 switch, and the ratio late / before (Adam at 1e-3 -> 1e-6 gradients: about
 1e-3, the gradients' own ratio).
+
+Each optimizer also runs on the negated sequence (-g at every step). A rule
+that follows the gradient is odd: its updates are negated too (Adam exactly).
+"late even / rms" is the RMS of the part that is not, (u(g) + u(-g)) / 2, over
+the late window, relative to the update RMS there: a move that does not
+depend on the gradient's sign (0 for Adam).
 """
 
 import datetime
@@ -54,8 +60,8 @@ def make_optimizer(spec: str):
   return mnemosyne_tf.LearnedOptimizer(weights=spec)
 
 
-def update_sizes(spec: str, grads) -> list:
-  """RMS of the update at every step, applying `grads` in order."""
+def updates(spec: str, grads) -> list:
+  """The update (numpy) at every step, applying `grads` in order."""
   import tensorflow as tf
   variable = tf.Variable(tf.zeros_like(grads[0]))
   optimizer = make_optimizer(spec)
@@ -65,9 +71,28 @@ def update_sizes(spec: str, grads) -> list:
   def step(g):
     before = tf.identity(variable)
     optimizer.apply_gradients([(g, variable)])
-    return tf.sqrt(tf.reduce_mean(tf.square(variable - before)))
+    return variable - before
 
-  return [float(step(tf.constant(g))) for g in grads]
+  return [step(tf.constant(g)).numpy() for g in grads]
+
+
+def rms(x) -> float:
+  import numpy as np
+  return float(np.sqrt(np.mean(np.square(x))))
+
+
+def update_sizes(spec: str, grads) -> list:
+  """RMS of the update at every step, applying `grads` in order."""
+  return [rms(u) for u in updates(spec, grads)]
+
+
+def even_part(spec: str, grads, window) -> float:
+  """RMS over `window` of (u(g) + u(-g)) / 2, relative to the RMS of u(g)."""
+  import numpy as np
+  a, b = window
+  plus = np.array(updates(spec, grads)[a:b])
+  minus = np.array(updates(spec, [-g for g in grads])[a:b])
+  return rms((plus + minus) / 2) / max(rms(plus), 1e-30)
 
 
 def windows(switch: int) -> dict:
@@ -78,10 +103,12 @@ def windows(switch: int) -> dict:
           "late": (2 * switch - switch // 5, 2 * switch)}
 
 
-def summarize(sizes: list, switch: int) -> dict:
+def summarize(sizes: list, switch: int, even: float = None) -> dict:
   import numpy as np
   out = {name: float(np.mean(sizes[a:b])) for name, (a, b) in windows(switch).items()}
   out["late / before"] = out["late"] / out["before"]
+  if even is not None:
+    out["late even / rms"] = even
   return out
 
 
@@ -90,10 +117,11 @@ def to_markdown(rows: dict, switch: int, high: float, low: float) -> str:
   head = ["optimizer"] + [f"{name} ({a}-{b})" for name, (a, b) in spans.items()]
   lines = [f"Update RMS when the gradient RMS drops from {high:g} to {low:g} at step "
            f"{switch} (ratio {low / high:g}):", "",
-           "| " + " | ".join(head + ["late / before"]) + " |",
-           "|" + "---|" * (len(head) + 1)]
+           "| " + " | ".join(head + ["late / before", "late even / rms"]) + " |",
+           "|" + "---|" * (len(head) + 2)]
   for spec, row in rows.items():
-    cells = [f"{row[name]:.3g}" for name in spans] + [f"{row['late / before']:.3g}"]
+    cells = [f"{row[name]:.3g}" for name in spans] + [
+        f"{row['late / before']:.3g}", f"{row.get('late even / rms', float('nan')):.3g}"]
     lines.append(f"| {spec} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
@@ -122,8 +150,10 @@ def main(argv):
   rows, curves = {}, {}
   for spec in specs:
     curves[spec] = update_sizes(spec, grads)
-    rows[spec] = summarize(curves[spec], f.switch)
-    print(f"{spec:30s} late / before {rows[spec]['late / before']:.3g}", flush=True)
+    even = even_part(spec, grads, windows(f.switch)["late"])
+    rows[spec] = summarize(curves[spec], f.switch, even)
+    print(f"{spec:30s} late / before {rows[spec]['late / before']:.3g}  "
+          f"late even / rms {even:.3g}", flush=True)
   table = to_markdown(rows, f.switch, f.high, f.low)
   print(table)
   os.makedirs(f.out_dir, exist_ok=True)

@@ -35,6 +35,22 @@ class ShrinkingGradientsTest(tf.test.TestCase):
     self.assertAllClose(summary["before"], np.mean(expected[40:50]), rtol=1e-3)
     self.assertAllClose(summary["late"], np.mean(expected[90:100]), rtol=1e-3)
     self.assertLess(summary["late / before"], 0.05)  # Adam's step shrinks
+    # Adam is odd in the gradient: negating every gradient negates every update.
+    self.assertLess(sg.even_part("adam:0.01", grads, (90, 100)), 1e-5)
+
+  def test_even_part_measures_a_move_that_ignores_the_gradient_sign(self):
+    # A stand-in rule: -0.1 g plus a constant move of 1e-3 whatever g.
+    grads = sg.gradients(size=32, switch=50, high=1e-3, low=1e-6)
+    plus = [-0.1 * g + 1e-3 for g in grads]
+    minus = [0.1 * g + 1e-3 for g in grads]
+    expected = sg.rms((np.array(plus[90:]) + np.array(minus[90:])) / 2) / sg.rms(plus[90:])
+    self.assertAllClose(expected, 1e-3 / sg.rms(plus[90:]), rtol=1e-6)
+    original = sg.updates
+    try:
+      sg.updates = lambda spec, gs: [-0.1 * g + 1e-3 for g in gs]
+      self.assertAllClose(sg.even_part("any", grads, (90, 100)), expected, rtol=1e-6)
+    finally:
+      sg.updates = original
 
   def test_a_normalized_rule_moves_by_its_step_whatever_the_gradients(self):
     # hand_set_v0 normalizes its update to RMS = its step size (1e-3).
