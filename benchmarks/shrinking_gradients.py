@@ -81,17 +81,12 @@ def rms(x) -> float:
   return float(np.sqrt(np.mean(np.square(x))))
 
 
-def update_sizes(spec: str, grads) -> list:
-  """RMS of the update at every step, applying `grads` in order."""
-  return [rms(u) for u in updates(spec, grads)]
-
-
-def even_part(spec: str, grads, window) -> float:
-  """RMS over `window` of (u(g) + u(-g)) / 2, relative to the RMS of u(g)."""
+def even_part(plus, minus, window) -> float:
+  """RMS over `window` of (u(g) + u(-g)) / 2, relative to the RMS of u(g):
+  `plus` and `minus` are the updates on a sequence and on its negation."""
   import numpy as np
   a, b = window
-  plus = np.array(updates(spec, grads)[a:b])
-  minus = np.array(updates(spec, [-g for g in grads])[a:b])
+  plus, minus = np.array(plus[a:b]), np.array(minus[a:b])
   return rms((plus + minus) / 2) / max(rms(plus), 1e-30)
 
 
@@ -149,8 +144,9 @@ def main(argv):
   grads = gradients(f.size, f.switch, f.high, f.low)
   rows, curves = {}, {}
   for spec in specs:
-    curves[spec] = update_sizes(spec, grads)
-    even = even_part(spec, grads, windows(f.switch)["late"])
+    plus = updates(spec, grads)
+    curves[spec] = [rms(u) for u in plus]
+    even = even_part(plus, updates(spec, [-g for g in grads]), windows(f.switch)["late"])
     rows[spec] = summarize(curves[spec], f.switch, even)
     print(f"{spec:30s} late / before {rows[spec]['late / before']:.3g}  "
           f"late even / rms {even:.3g}", flush=True)

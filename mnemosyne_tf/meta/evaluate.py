@@ -22,7 +22,6 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 
-
 def parse_weights(arg: str):
   """'<weights>[+field=value...]' -> (weights, network config overrides), e.g.
   'super_v1+small_mode=coordinate' (Super-Mnemosyne with the reverse policy).
