@@ -85,6 +85,73 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(want[-1]))), 1e-5)
         self.assertAllEqual(got[-1], tf.zeros([6, 4]))
 
+  @parameterized.parameters(("rms", 1), ("none", 1), ("none", 2))
+  def test_odd_rule_flips_with_the_gradient(self, normalization, num_layers):
+    """With odd_in_gradient, negating a coordinate's whole gradient history
+    negates its update, for a random theta (every entry nonzero, the excluded
+    ones included); the unconstrained rule with the same theta does not."""
+    configs = [network.CoordinateConfig(num_layers=num_layers, output_normalization=normalization,
+                                        gradient_eps=1e-7, odd_in_gradient=odd)
+               for odd in (True, False)]
+    theta = network.CoordinateWiseNetwork(configs[1]).init_theta(seed=3, scale=1.0)
+    grads = [g * 10.0 ** -(t % 5) for t, g in
+             enumerate(testing.random_gradients((6, 5), steps=30, seed=7))]
+    for odd, config in zip((True, False), configs):
+      net = network.CoordinateWiseNetwork(config)
+      forward, _ = run(net, theta, grads)
+      backward, _ = run(net, theta, [-g for g in grads])
+      even = [0.5 * (a + b) for a, b in zip(forward, backward)]
+      scale = max(float(tf.reduce_max(tf.abs(u))) for u in forward)
+      self.assertGreater(scale, 0.0)
+      largest_even = max(float(tf.reduce_max(tf.abs(e))) for e in even)
+      if odd:
+        self.assertLessEqual(largest_even, 1e-6 * scale)
+      else:
+        self.assertGreater(largest_even, 0.01 * scale)
+
+  @parameterized.parameters(1, 2)
+  def test_odd_rule_is_the_odd_part_of_the_constrained_plain_rule(self, num_layers):
+    """Independent check of the construction: with the excluded theta entries
+    zero (queries and keys from the log magnitude only, values from the odd
+    inputs only), the plain network run on g and on -g gives u(g) and u(-g);
+    with no output normalization and magnitude_range 0 the odd rule must be
+    (u(g) - u(-g)) / 2."""
+    kwargs = dict(num_layers=num_layers, output_normalization="none", magnitude_range=0.0)
+    plain = network.CoordinateWiseNetwork(network.CoordinateConfig(**kwargs))
+    odd = network.CoordinateWiseNetwork(network.CoordinateConfig(odd_in_gradient=True, **kwargs))
+    theta = plain.init_theta(seed=5, scale=1.0)
+    for l in range(num_layers):
+      rows = theta[f"cam{l}/value"].shape[0]
+      even = np.zeros([rows, 1, 1], np.float32)
+      even[1] = 1.0  # the log magnitude; every other input row is odd
+      theta[f"cam{l}/query"] = theta[f"cam{l}/query"] * even
+      theta[f"cam{l}/key"] = theta[f"cam{l}/key"] * even
+      theta[f"cam{l}/value"] = theta[f"cam{l}/value"] * (1.0 - even)
+    grads = testing.random_gradients((4, 6), steps=20, seed=11)
+    got, _ = run(odd, theta, grads)
+    forward, _ = run(plain, theta, grads)
+    backward, _ = run(plain, theta, [-g for g in grads])
+    for t, (u, a, b) in enumerate(zip(got, forward, backward)):
+      self.assertAllClose(u, 0.5 * (a - b), rtol=1e-5, atol=1e-9, msg=f"step {t + 1}")
+    self.assertGreater(float(tf.reduce_max(tf.abs(forward[-1] + backward[-1]))),
+                       0.01 * float(tf.reduce_max(tf.abs(forward[-1]))))
+
+  def test_hand_set_theta_satisfies_the_odd_constraint(self):
+    """The hand-set theta is odd already: under odd_in_gradient it is still
+    exactly normalized momentum."""
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(odd_in_gradient=True))
+    grads = testing.random_gradients((5, 3), steps=25)
+    updates, _ = run(net, net.hand_set_theta(momentum=0.9, step_size=2e-3), grads)
+    want = normalized_momentum_reference(grads, 0.9, 2e-3)
+    for t, (got, ref) in enumerate(zip(updates, want)):
+      self.assertAllClose(got, ref, rtol=2e-4, atol=1e-8, msg=f"step {t + 1}")
+
+  def test_odd_option_is_left_out_of_config_dicts_made_before_it(self):
+    self.assertNotIn("odd_in_gradient", network.CoordinateConfig().to_dict())
+    c = network.CoordinateConfig(odd_in_gradient=True)
+    self.assertTrue(c.to_dict()["odd_in_gradient"])
+    self.assertEqual(network.CoordinateConfig.from_dict(c.to_dict()), c)
+
   @parameterized.parameters(1, 2)
   def test_update_rms_is_bounded_for_extreme_gradients(self, num_layers):
     """Whatever the gradients (1e-30 .. 1e30) and theta, the update's RMS over
@@ -186,7 +253,7 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       ("num_layers", 0), ("num_heads", -1), ("key_dim", 1.5), ("value_dim", True),
       ("num_features", 3), ("feature_kind", "relu"), ("beta2", 1.0),
       ("preprocessing_k", 0.0), ("hidden_dim", "8"), ("magnitude_range", -1.0),
-      ("output_normalization", "l2"), ("gradient_eps", -1e-8))
+      ("output_normalization", "l2"), ("gradient_eps", -1e-8), ("odd_in_gradient", 1))
   def test_invalid_config_raises(self, field, value):
     expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
     with self.assertRaisesRegex(ValueError, expected):

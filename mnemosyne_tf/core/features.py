@@ -17,6 +17,9 @@ import math
 import tensorflow as tf
 
 NUM_FEATURES = 3
+# How each feature responds when the gradient's sign flips (its whole history):
+# -1 it flips too (odd), +1 it stays (even). In the order of `gradient_features`.
+PARITY = (-1.0, 1.0, -1.0)
 # Gradients are clipped to +/- this before featurization so that g^2 (and the
 # second moment) stays finite in float32; it changes no feature below it.
 MAX_ABS_GRADIENT = 1e15

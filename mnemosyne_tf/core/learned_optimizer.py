@@ -25,10 +25,22 @@ Theta = Dict[str, tf.Tensor]
 
 
 class ConfigDict:
-  """Mixin for frozen dataclass configs: to_dict / from_dict (strict)."""
+  """Mixin for frozen dataclass configs: to_dict / from_dict (strict).
+
+  Fields named in `omit_if_default` (options added after weights were
+  shipped) are left out of to_dict while they have their default value, so
+  that the config dicts, and the checksums and caches keyed by them, of
+  everything made before the option existed stay the same.
+  """
+
+  omit_if_default: Tuple[str, ...] = ()
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    values = dataclasses.asdict(self)
+    for field in dataclasses.fields(self):
+      if field.name in self.omit_if_default and values[field.name] == field.default:
+        del values[field.name]
+    return values
 
   @classmethod
   def from_dict(cls, values: dict):

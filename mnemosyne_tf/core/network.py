@@ -22,6 +22,11 @@ Layer l of the CAM stack, with H heads, reads input u (x_t for l = 0, else x_t
 concatenated with the previous layer's read-out, flattened value-major):
     q = u W_Q, k = u W_K, v = u W_V (per head), tau = exp(log_tau) (per head).
 
+With `odd_in_gradient` the rule is constrained to flip its update when a
+coordinate's gradient history flips sign (queries and keys read only the even
+log-magnitude feature, values only the odd ones; the head's direction is its
+odd part, its magnitude signal its even part); see CoordinateConfig.
+
 `CoordinateWiseNetwork` only holds the static config; `init_theta`, `init_state`
 and `apply` are pure functions of tensors (no tf.Variable), differentiable in
 theta, usable in tf.function(jit_compile=True).
@@ -70,7 +75,19 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       (per tensor), so that a tensor whose gradient is zero, or float noise far
       below gradient_eps, takes no step (Adam's epsilon plays this part); 0
       turns it off (weights made before it existed).
+    odd_in_gradient: constrain the rule to be odd in the gradient: flipping the
+      sign of a coordinate's whole gradient history flips its update (weight
+      decay aside), as it does for SGD, momentum and Adam. Queries and keys
+      read only the even features (the log magnitude), values only the odd
+      ones (and earlier layers' read-outs, which are then odd), so that the
+      attention weights are even and every read-out odd; the head's direction
+      is its odd part (h(z) - h(Sz)) / 2 and its magnitude signal the even part
+      (h(z) + h(Sz)) / 2, S negating the odd inputs. theta keeps its shapes;
+      the entries the constraint excludes are not used. Without it a
+      meta-trained head maps the near-constant features of tiny gradients to
+      a constant move whatever their sign (benchmarks/shrinking_gradients.py).
   """
+  omit_if_default = ("odd_in_gradient",)  # not an annotated field: a class constant
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -84,9 +101,13 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   magnitude_range: float = 2.0
   output_normalization: str = "rms"
   gradient_eps: float = 0.0
+  odd_in_gradient: bool = False
 
   def __post_init__(self):
     check_gradient_eps(self.gradient_eps, type(self).__name__)
+    if not isinstance(self.odd_in_gradient, bool):
+      raise ValueError("CoordinateConfig.odd_in_gradient must be true or false, got "
+                       f"{self.odd_in_gradient!r}")
     if self.output_normalization not in OUTPUT_NORMALIZATIONS:
       raise ValueError(f"CoordinateConfig.output_normalization must be one of "
                        f"{OUTPUT_NORMALIZATIONS}, got {self.output_normalization!r}")
@@ -161,6 +182,40 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
   # ---------------------------------------------------------------- theta
   def layer_input_dim(self, layer: int) -> int:
     return features.NUM_FEATURES if layer == 0 else self._head_input_dim
+
+  def input_parity(self, layer: int) -> tf.Tensor:
+    """[rows] +1/-1: how each row of layer `layer`'s input (x, then for later
+    layers and the head the read-outs) responds to flipping the gradient's
+    sign under `odd_in_gradient` (read-outs are odd); layer num_layers is the
+    head."""
+    rows = features.NUM_FEATURES if layer == 0 else self._head_input_dim
+    parity = list(features.PARITY) + [-1.0] * (rows - features.NUM_FEATURES)
+    return tf.constant(parity, tf.float32)
+
+  def _projection_weights(self, theta: Theta, layer: int):
+    """(query, key, value) weights of a CAM layer, with the rows that the
+    `odd_in_gradient` constraint excludes zeroed."""
+    names = [f"cam{layer}/{n}" for n in ("query", "key", "value")]
+    if not self.config.odd_in_gradient:
+      return tuple(theta[n] for n in names)
+    even = (self.input_parity(layer) > 0)[:, None, None]
+    query, key, value = (theta[n] for n in names)
+    zeros = tf.zeros_like
+    return (tf.where(even, query, zeros(query)), tf.where(even, key, zeros(key)),
+            tf.where(even, zeros(value), value))
+
+  def _head(self, theta: Theta, head_input: tf.Tensor):
+    """(direction, magnitude signal), each [P], from the head input [rows, P]."""
+    def mlp(z):
+      hidden = tf.nn.relu(tf.matmul(theta["head/w1"], z, transpose_a=True)
+                          + theta["head/b1"][:, None])  # [hidden, P]
+      return (tf.matmul(theta["head/w2"], hidden, transpose_a=True)
+              + theta["head/b2"][:, None])  # [2, P]
+    out = mlp(head_input)
+    if not self.config.odd_in_gradient:
+      return out[0], out[1]
+    flipped = mlp(self.input_parity(self.config.num_layers)[:, None] * head_input)
+    return 0.5 * (out[0] - flipped[0]), 0.5 * (out[1] + flipped[1])
 
   def theta_shapes(self) -> Dict[str, Tuple[int, ...]]:
     """Name -> shape of every theta entry (the weights-file schema)."""
@@ -287,9 +342,10 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     layer_input = x
     cams = []
     for l, memory in enumerate(state.cams):
-      query = tf.einsum("fhk,fp->khp", theta[f"cam{l}/query"], layer_input)  # [K, H, P]
-      key = tf.einsum("fhk,fp->khp", theta[f"cam{l}/key"], layer_input)  # [K, H, P]
-      value = tf.einsum("fhv,fp->vhp", theta[f"cam{l}/value"], layer_input)  # [V, H, P]
+      w_query, w_key, w_value = self._projection_weights(theta, l)
+      query = tf.einsum("fhk,fp->khp", w_query, layer_input)  # [K, H, P]
+      key = tf.einsum("fhk,fp->khp", w_key, layer_input)  # [K, H, P]
+      value = tf.einsum("fhv,fp->vhp", w_value, layer_input)  # [V, H, P]
       projection = theta[f"cam{l}/projection"]  # [R, K]
       key_features, key_log_scale = random_features.positive_features(
           key, projection, c.feature_kind)  # [M, H, P], [H, P]
@@ -301,11 +357,8 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
       readout = cam.read(memory, query_features)  # [V, H, P]
       layer_input = tf.concat(
           [x, tf.reshape(readout, [c.value_dim * c.num_heads, -1])], axis=0)
-    hidden = tf.nn.relu(tf.matmul(theta["head/w1"], layer_input, transpose_a=True)
-                        + theta["head/b1"][:, None])  # [hidden, P]
-    out = (tf.matmul(theta["head/w2"], hidden, transpose_a=True)
-           + theta["head/b2"][:, None])  # [2, P]
-    update = normalized_update(out[0], out[1], theta["log_step_size"], c.magnitude_range,
+    direction, magnitude = self._head(theta, layer_input)
+    update = normalized_update(direction, magnitude, theta["log_step_size"], c.magnitude_range,
                                param, learning_rate, weight_decay,
                                normalize=c.output_normalization == "rms", grad=g,
                                gradient_eps=c.gradient_eps)
