@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from mnemosyne_tf.meta import config as config_lib
 from mnemosyne_tf.meta import tasks
 
 
@@ -46,6 +47,63 @@ class TasksTest(tf.test.TestCase):
     x, _, classes = tasks.load_dataset("breast_cancer")
     self.assertEqual(classes, 2)
     self.assertAllClose(x.mean(0), np.zeros(x.shape[1]), atol=1e-5)
+
+  def test_next_token_datasets_shift_a_contiguous_text_by_one(self):
+    for name in ("descr_chars", "stdlib_words"):
+      x, y, vocabulary = tasks.load_dataset(name)
+      self.assertEqual(x.shape, y.shape)
+      self.assertEqual(x.shape[1], tasks.TEXT_WINDOW)
+      # y is x one token later: within a window, and across window boundaries.
+      self.assertAllEqual(x[:, 1:], y[:, :-1], msg=name)
+      self.assertAllEqual(y[:-1, -1], x[1:, 0], msg=name)
+      self.assertBetween(int(x.max()), 1, vocabulary - 1)
+      again, _, _ = tasks.load_dataset(name)
+      self.assertAllEqual(x, again)
+    _, _, words = tasks.load_dataset("stdlib_words")
+    self.assertEqual(words, tasks.STDLIB_VOCABULARY + 1)
+
+  def test_noisy_digits_replace_about_the_stated_fraction_of_labels(self):
+    x, clean, _ = tasks.load_dataset("digits")
+    noisy_x, noisy, classes = tasks.load_dataset("digits_noisy")
+    self.assertAllEqual(x, noisy_x)
+    self.assertEqual(classes, 10)
+    # A replaced label is a uniform draw: it differs from the clean one 9 times in 10.
+    changed = float(np.mean(noisy != clean))
+    self.assertAllClose(changed, 0.9 * tasks.NOISY_LABEL_FRACTION, atol=0.03)
+    self.assertAllEqual(noisy, tasks.load_dataset("digits_noisy")[1])
+
+  def test_feature_tokens_embed_each_feature_with_its_own_weights(self):
+    task = tasks.Task(tasks.get_spec("wine_ft_16"))
+    layer = task.model.get_layer("feature_tokens")
+    x = task.x[:5].numpy()
+    scale, bias = layer.scale.numpy(), layer.bias.numpy()
+    want = np.stack([[x[b, f] * scale[f] + bias[f] for f in range(x.shape[1])]
+                     for b in range(5)])
+    self.assertAllClose(layer(task.x[:5]), want, rtol=1e-6)
+
+  def test_language_model_is_causal(self):
+    task = tasks.Task(tasks.get_spec("descr_lm_32"))
+    params = task.init_params(0)
+    tokens = task.x[:2].numpy()
+    changed = tokens.copy()
+    changed[:, 20] = (changed[:, 20] + 1) % task.num_classes
+    before, _ = task.model.stateless_call(params, [], tf.constant(tokens))
+    after, _ = task.model.stateless_call(params, [], tf.constant(changed))
+    self.assertEqual(before.shape, (2, tasks.TEXT_WINDOW, task.num_classes))
+    self.assertAllClose(before[:, :20], after[:, :20], atol=1e-6)
+    self.assertNotAllClose(before[:, 20:], after[:, 20:])
+
+  def test_models_refuse_data_they_cannot_read(self):
+    with self.assertRaisesRegex(ValueError, "model 'ft' needs tabular data"):
+      tasks.build_model(tasks.TaskSpec("x", "digits_images", "ft", (8,)), (8, 8, 1), 10)
+    with self.assertRaisesRegex(ValueError, "model 'lm' needs a text dataset"):
+      tasks.build_model(tasks.TaskSpec("x", "digits", "lm", (8,)), (64,), 10)
+
+  def test_default_tasks_are_the_first_seven(self):
+    self.assertEqual(config_lib.MetaTrainConfig().tasks, tasks.DEFAULT_TASKS)
+    self.assertEqual(tasks.DEFAULT_TASKS, (
+        "digits_mlp_32_relu", "digits_mlp_64x64_tanh", "wine_mlp_32_relu", "digits_cnn_8x16",
+        "iris_mlp_16_relu", "digits_mlp_32x32x32_elu", "wine_mlp_64x64_sigmoid"))
 
   def test_unknown_names_raise(self):
     with self.assertRaisesRegex(ValueError, "unknown task"):

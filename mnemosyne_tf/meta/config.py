@@ -112,7 +112,7 @@ class MetaTrainConfig:
   init_step_size: float = 1e-3
   init_noise: float = 0.0
   seed: int = 0
-  tasks: Tuple[str, ...] = tuple(spec.name for spec in tasks_lib.META_TRAIN)
+  tasks: Tuple[str, ...] = tasks_lib.DEFAULT_TASKS
   horizon: int = 200
   unroll: int = 20
   max_horizon: int = 0

@@ -450,7 +450,8 @@ class MetaTrainer:
         with tf.GradientTape() as tape:
           tape.watch(current)
           loss = task.loss(current, tf.gather(xs, k), tf.gather(ys, k))
-        grads = tape.gradient(loss, current)
+        # Dense, like the rule's: an embedding's gradient is IndexedSlices.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, current)]
         t = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
         alpha = lr * tf.sqrt(1.0 - _ADAM_B2 ** t) / (1.0 - _ADAM_B1 ** t)
         ms = [_ADAM_B1 * a + (1.0 - _ADAM_B1) * g for a, g in zip(ms, grads)]
