@@ -56,9 +56,10 @@ class TasksTest(tf.test.TestCase):
       # y is x one token later: within a window, and across window boundaries.
       self.assertAllEqual(x[:, 1:], y[:, :-1], msg=name)
       self.assertAllEqual(y[:-1, -1], x[1:, 0], msg=name)
-      self.assertBetween(int(x.max()), 1, vocabulary - 1)
-      again, _, _ = tasks.load_dataset(name)
-      self.assertAllEqual(x, again)
+      self.assertEqual(x.dtype, np.int32)
+      self.assertGreaterEqual(int(min(x.min(), y.min())), 0)
+      self.assertLess(int(max(x.max(), y.max())), vocabulary)
+      self.assertLess(float(np.mean(x == 0)), 0.2, msg=f"{name}: share of id 0 (unknown)")
     _, _, words = tasks.load_dataset("stdlib_words")
     self.assertEqual(words, tasks.STDLIB_VOCABULARY + 1)
 

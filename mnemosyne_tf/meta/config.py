@@ -35,7 +35,8 @@ class MetaTrainConfig:
       query and key weights (with init "hand_set" they are exactly zero, a
       saddle of the hyperbolic kernel where their gradient vanishes).
     seed: seed of everything (tasks, batches, inits, augmentation, ES noise).
-    tasks: meta-training tasks (names from tasks.META_TRAIN; held-out refused).
+    tasks: meta-training tasks (names from tasks.META_TRAIN; held-out refused;
+      default tasks.DEFAULT_TASKS, the first seven).
     horizon: optimizee steps of one trajectory before it restarts from a new
       initialization (the meta-training horizon).
     unroll: optimizee steps per truncated segment (one meta-gradient each);
