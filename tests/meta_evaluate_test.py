@@ -40,6 +40,17 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(runs, {evaluate.run_key("wine_mlp_32_relu", spec, 8, 1): curve(1.0, 0.5)})
     self.assertNotIn(evaluate.run_key("wine_mlp_32_relu", spec, 8, 1, jit_compile=True), runs)
 
+  def test_runs_of_weights_that_are_gone_are_left_out(self):
+    gone = os.path.join(self.create_tempdir().full_path, "deleted.npz")
+    earlier = {"steps": 8, "seed": 1,
+               "optimizers": {"adam 0.01": "adam:0.01", "old": "mnemosyne:" + gone},
+               "results": {"wine_mlp_32_relu": {"adam 0.01": curve(1.0, 0.5),
+                                                "old": curve(1.0, 0.25)}},
+               "stability_curves": {"old": curve(1.0, 0.1, every=4)}}
+    runs = evaluate.runs_of(earlier)
+    self.assertEqual(runs, {evaluate.run_key("wine_mlp_32_relu", "adam:0.01", 8, 1):
+                            curve(1.0, 0.5)})
+
   def test_config_overrides_are_part_of_a_run_s_identity(self):
     self.assertEqual(evaluate.parse_weights("tensor_v1+threshold=7+small_mode=coordinate"),
                      ("tensor_v1", {"threshold": 7, "small_mode": "coordinate"}))

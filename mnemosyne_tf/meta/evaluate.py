@@ -139,17 +139,32 @@ def runs_of(evaluation: dict, jit_compile: bool = False) -> dict:
   """The run cache (run_key -> curve) behind an earlier `evaluation.json`.
 
   Its runs are reused as they are: a run is a deterministic function of its
-  key (task, optimizer and its weights' checksum, steps, seed, XLA).
+  key (task, optimizer and its weights' checksum, steps, seed, XLA). The runs
+  of learned optimizers whose weights file is gone (a deleted workdir) have
+  no checksum to key them by and are left out.
   """
+  from mnemosyne_tf import weights as weights_lib
   steps, seed = evaluation["steps"], evaluation["seed"]
+  keys = {}
+
+  def key(task, label, length):
+    if label not in keys:
+      try:
+        run_key(task, evaluation["optimizers"][label], length, seed, jit_compile)
+        keys[label] = True
+      except weights_lib.WeightsError:
+        keys[label] = False
+    return run_key(task, evaluation["optimizers"][label], length, seed,
+                   jit_compile) if keys[label] else None
+
   runs = {}
   for task, curves in evaluation["results"].items():
     for label, curve in curves.items():
-      runs[run_key(task, evaluation["optimizers"][label], steps, seed, jit_compile)] = curve
+      runs[key(task, label, steps)] = curve
   for label, curve in evaluation.get("stability_curves", {}).items():
     # Stability runs on digits_mlp_32_relu; a complete run ends at its length.
-    runs[run_key("digits_mlp_32_relu", evaluation["optimizers"][label], curve["steps"][-1],
-                 seed, jit_compile)] = curve
+    runs[key("digits_mlp_32_relu", label, curve["steps"][-1])] = curve
+  runs.pop(None, None)
   return runs
 
 
