@@ -93,24 +93,36 @@ def make_optimizer(spec: str):
 
 
 # The modules a learned optimizer runs (relative to the mnemosyne_tf package).
-_OPTIMIZER_SOURCES = ("__init__.py", "optimizer.py", "rule.py", "core", "baselines", "weights")
+# Not the registry of shipped names (weights/__init__.py): a run's key holds
+# the checksum of the weights its spec resolved to, so shipping new weights or
+# changing a default re-runs only the runs whose weights changed.
+_OPTIMIZER_SOURCES = ("__init__.py", "optimizer.py", "rule.py", "core", "baselines",
+                      os.path.join("weights", "file_format.py"))
 
 
-def optimizer_source_version() -> str:
-  """Checksum of the learned optimizers' source (what `Mnemosyne` and
-  `LearnedOptimizer` run: the front end, the rule, the core, the baselines,
-  the weights loader). A float-rounding change there changes long runs, so it
-  is part of the cache key of every learned-optimizer run."""
-  import hashlib
+def optimizer_source_paths() -> list:
+  """The files `optimizer_source_version` hashes, relative to the package."""
   import mnemosyne_tf
   root = os.path.dirname(os.path.abspath(mnemosyne_tf.__file__))
   paths = []
   for entry in _OPTIMIZER_SOURCES:
     full = os.path.join(root, entry)
     if os.path.isdir(full):
-      paths += [os.path.join(full, n) for n in os.listdir(full) if n.endswith(".py")]
+      paths += [os.path.join(entry, n) for n in os.listdir(full) if n.endswith(".py")]
     else:
-      paths.append(full)
+      paths.append(entry)
+  return sorted(paths)
+
+
+def optimizer_source_version() -> str:
+  """Checksum of the learned optimizers' source (what `Mnemosyne` and
+  `LearnedOptimizer` run: the front end, the rule, the core, the baselines,
+  the weights file reader). A float-rounding change there changes long runs,
+  so it is part of the cache key of every learned-optimizer run."""
+  import hashlib
+  import mnemosyne_tf
+  root = os.path.dirname(os.path.abspath(mnemosyne_tf.__file__))
+  paths = [os.path.join(root, p) for p in optimizer_source_paths()]
   digest = hashlib.sha256()
   for path in sorted(paths):
     digest.update(os.path.relpath(path, root).encode())

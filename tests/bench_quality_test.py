@@ -204,6 +204,13 @@ class HarnessSmokeTest(tf.test.TestCase):
     self.assertIn(quality.make_optimizer("mnemosyne:coordinate").weights_sha256[:16], version)
     self.assertTrue(version.endswith("@src=" + quality.optimizer_source_version()))
     self.assertEqual(quality.spec_version("adam:0.01"), "adam:0.01")
+    # What a learned optimizer runs is hashed; the registry of shipped names is
+    # not (the key already holds the resolved weights' checksum).
+    sources = quality.optimizer_source_paths()
+    for path in ("optimizer.py", "rule.py", os.path.join("core", "network.py"),
+                 os.path.join("weights", "file_format.py")):
+      self.assertIn(path, sources)
+    self.assertNotIn(os.path.join("weights", "__init__.py"), sources)
     everything = [(p, s, seed) for p in "abc" for s in ("adam:1", "adam:2", "sgdm:1")
                   for seed in (0, 1)]
     picks = quality._pick_for_verify(everything, len(everything))
