@@ -49,7 +49,7 @@ class TasksTest(tf.test.TestCase):
     self.assertAllClose(x.mean(0), np.zeros(x.shape[1]), atol=1e-5)
 
   def test_next_token_datasets_shift_a_contiguous_text_by_one(self):
-    for name in ("descr_chars", "stdlib_words"):
+    for name in tasks.TEXT_DATASETS:
       x, y, vocabulary = tasks.load_dataset(name)
       self.assertEqual(x.shape, y.shape)
       self.assertEqual(x.shape[1], tasks.TEXT_WINDOW)

@@ -145,17 +145,12 @@ def runs_of(evaluation: dict, jit_compile: bool = False) -> dict:
   """
   from mnemosyne_tf import weights as weights_lib
   steps, seed = evaluation["steps"], evaluation["seed"]
-  keys = {}
 
   def key(task, label, length):
-    if label not in keys:
-      try:
-        run_key(task, evaluation["optimizers"][label], length, seed, jit_compile)
-        keys[label] = True
-      except weights_lib.WeightsError:
-        keys[label] = False
-    return run_key(task, evaluation["optimizers"][label], length, seed,
-                   jit_compile) if keys[label] else None
+    try:
+      return run_key(task, evaluation["optimizers"][label], length, seed, jit_compile)
+    except weights_lib.WeightsError:
+      return None
 
   runs = {}
   for task, curves in evaluation["results"].items():

@@ -22,6 +22,7 @@ from sklearn import datasets as sk_datasets
 DATASETS = ("digits", "digits_images", "digits_noisy", "wine", "breast_cancer", "iris",
             "descr_chars", "stdlib_words")
 NOISY_LABEL_FRACTION = 0.3  # redrawn uniformly: about 27% end up different
+TEXT_DATASETS = ("descr_chars", "stdlib_words")  # token windows, for "lm"
 MODELS = ("mlp", "cnn", "vit", "ft", "lm")
 TEXT_WINDOW = 32
 
@@ -297,10 +298,9 @@ def build_model(spec: TaskSpec, input_shape, num_classes: int) -> keras.Model:
     x = keras.layers.GlobalAveragePooling1D()(
         _transformer_block(tokens, spec.hidden[0], spec.activation))
   elif spec.model == "lm":
-    if spec.dataset not in ("descr_chars", "stdlib_words"):
+    if spec.dataset not in TEXT_DATASETS:
       raise ValueError(f"task {spec.name}: model 'lm' needs a text dataset "
-                       f"(descr_chars, stdlib_words), "
-                       f"got {spec.dataset!r}")
+                       f"{TEXT_DATASETS}, got {spec.dataset!r}")
     tokens = _TokenEmbedding(num_classes, spec.hidden[0], name="token_embedding")(inputs)
     x = _transformer_block(tokens, spec.hidden[0], spec.activation, causal=True)
   else:

@@ -161,7 +161,7 @@ class MetaTrainer:
           inner.watch(current)
           loss = task.loss(current, tf.gather(xs, k), tf.gather(ys, k))
           scaled = loss * loss_scale  # augmentation: what the optimizer sees
-        grads = inner.gradient(scaled, current)
+        grads = _dense(inner.gradient(scaled, current))
         total += log_loss(loss)
         step = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
         new_params, new_states = [], []
@@ -450,8 +450,7 @@ class MetaTrainer:
         with tf.GradientTape() as tape:
           tape.watch(current)
           loss = task.loss(current, tf.gather(xs, k), tf.gather(ys, k))
-        # Dense, like the rule's: an embedding's gradient is IndexedSlices.
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, current)]
+        grads = _dense(tape.gradient(loss, current))
         t = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
         alpha = lr * tf.sqrt(1.0 - _ADAM_B2 ** t) / (1.0 - _ADAM_B1 ** t)
         ms = [_ADAM_B1 * a + (1.0 - _ADAM_B1) * g for a, g in zip(ms, grads)]
@@ -606,6 +605,12 @@ def adam_rank(per_task: dict, adam: dict) -> float:
       counts.append(sum(1 for ref in adam[name].values()
                         if ref["stable"] and ref[str(horizon)] < loss))
   return float(np.mean(counts))
+
+
+def _dense(grads):
+  """Gradients as dense tensors: an embedding's comes as IndexedSlices, which
+  the rule and the Adam reference both treat as the dense gradient."""
+  return [tf.convert_to_tensor(g) for g in grads]
 
 
 def _theta_digest(theta: Dict[str, np.ndarray]) -> str:
