@@ -134,9 +134,15 @@ def optimizer_source_version() -> str:
 def spec_version(spec: str) -> str:
   """What identifies the optimizer's behaviour in the run cache: for a learned
   optimizer, its weights checksum and the optimizer source's; for a Keras
-  baseline, the spec (the Keras version is recorded with each run)."""
+  baseline, the spec (the Keras version is recorded with each run). The
+  weights checksum covers the arrays only, so the network config (which can
+  change the rule with the same arrays, e.g. step adaptation) is hashed too."""
   if spec.split(":")[0] in ("mnemosyne", "learned"):
-    return (f"{spec}@{make_optimizer(spec).weights_sha256[:16]}"
+    import hashlib
+    optimizer = make_optimizer(spec)
+    config = hashlib.sha256(json.dumps(optimizer.network_config, sort_keys=True)
+                            .encode()).hexdigest()[:8]
+    return (f"{spec}@{optimizer.weights_sha256[:16]}@cfg={config}"
             f"@src={optimizer_source_version()}")
   return spec
 

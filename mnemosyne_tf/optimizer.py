@@ -61,8 +61,15 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
 
   @property
   def weights_sha256(self) -> str:
-    """SHA-256 of the weights this optimizer runs (what identifies its behaviour)."""
+    """SHA-256 of the arrays of the weights this optimizer runs (with
+    `network_config`, what identifies its behaviour: the checksum does not
+    cover the file's config)."""
     return self._rule.sha256
+
+  @property
+  def network_config(self) -> dict:
+    """The network's config (the weights file's, with any overrides)."""
+    return self._rule.network.config.to_dict()
 
   def build(self, var_list):
     if self.built:

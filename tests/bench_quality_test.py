@@ -204,6 +204,19 @@ class HarnessSmokeTest(tf.test.TestCase):
     self.assertIn(quality.make_optimizer("mnemosyne:coordinate").weights_sha256[:16], version)
     self.assertTrue(version.endswith("@src=" + quality.optimizer_source_version()))
     self.assertEqual(quality.spec_version("adam:0.01"), "adam:0.01")
+    # The weights checksum covers the arrays only: the same arrays under
+    # another network config (step adaptation on) are another key.
+    from mnemosyne_tf import weights as weights_lib
+    loaded = weights_lib.load_weights("coordinate_v14")
+    paths = []
+    for rate in (0.0, 0.1):
+      paths.append(os.path.join(self.create_tempdir().full_path, "w.npz"))
+      config = dict(loaded.config, **({"step_adaptation_rate": rate} if rate else {}))
+      weights_lib.save(paths[-1], loaded.network, config, loaded.theta, loaded.provenance)
+    same, adapted = (quality.spec_version(f"learned:{p}") for p in paths)
+    self.assertEqual(same.split("@", 1)[1],
+                     quality.spec_version("learned:coordinate_v14").split("@", 1)[1])
+    self.assertNotEqual(same.split("@", 1)[1], adapted.split("@", 1)[1])
     # What a learned optimizer runs is hashed; the registry of shipped names is
     # not (the key already holds the resolved weights' checksum).
     sources = quality.optimizer_source_paths()

@@ -16,7 +16,9 @@ learning_rate * step_size times a learned per-tensor factor in [e^-a, e^a] (it
 lets the rule shrink its steps when gradients turn into noise): the update
 cannot blow up however long training runs. `learning_rate` is a
 dimensionless multiplier (1.0 = the meta-learned step size); weight decay is
-decoupled and scaled like in AdamW's schedule multiplier.
+decoupled and scaled like in AdamW's schedule multiplier. With
+`step_adaptation_rate` > 0 the step is also multiplied by a per-tensor gain
+exp(l_t) that the rule adapts online (`step_adaptation.py`).
 
 Layer l of the CAM stack, with H heads, reads input u (x_t for l = 0, else x_t
 concatenated with the previous layer's read-out, flattened value-major):
@@ -42,6 +44,7 @@ from mnemosyne_tf.core import cam
 from mnemosyne_tf.core import features
 from mnemosyne_tf.core import learned_optimizer
 from mnemosyne_tf.core import random_features
+from mnemosyne_tf.core import step_adaptation
 
 Theta = learned_optimizer.Theta
 
@@ -86,8 +89,17 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       the entries the constraint excludes are not used. Without it a
       meta-trained head maps the near-constant features of tiny gradients to
       a constant move whatever their sign (benchmarks/shrinking_gradients.py).
+    step_adaptation_rate: > 0 turns on the per-tensor step adaptation of
+      `step_adaptation.py` (the normalized hypergradient: the step grows while
+      the new gradient agrees with the last move, shrinks when it overshot),
+      at this rate per step; 0 (the default, and weights made before it): off.
+      It adds two floats per coordinate to the state; theta is unchanged.
+    step_adaptation_bound: the adapted step stays within exp(+/- this) of the
+      learned one.
   """
-  omit_if_default = ("odd_in_gradient",)  # not an annotated field: a class constant
+  # Not annotated fields: class constants. Options added after weights were
+  # shipped, left out of config dicts while at their defaults.
+  omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound")
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -102,9 +114,13 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   output_normalization: str = "rms"
   gradient_eps: float = 0.0
   odd_in_gradient: bool = False
+  step_adaptation_rate: float = 0.0
+  step_adaptation_bound: float = 3.0
 
   def __post_init__(self):
     check_gradient_eps(self.gradient_eps, type(self).__name__)
+    step_adaptation.check_config(self.step_adaptation_rate, self.step_adaptation_bound,
+                                 type(self).__name__)
     if not isinstance(self.odd_in_gradient, bool):
       raise ValueError("CoordinateConfig.odd_in_gradient must be true or false, got "
                        f"{self.odd_in_gradient!r}")
@@ -134,9 +150,12 @@ class CoordinateState(NamedTuple):
   Attributes:
     second_moment: [P] EMA of g^2.
     cams: one `cam.CamState` per layer, batch [num_heads, P].
+    adaptation: a `step_adaptation.AdaptationState` with step adaptation, ()
+      without (no leaves: the packed state of rules without it is unchanged).
   """
   second_moment: tf.Tensor
   cams: Tuple[cam.CamState, ...]
+  adaptation: tuple = ()
 
 
 def check_gradient_eps(value, owner: str) -> None:
@@ -312,7 +331,8 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     return CoordinateState(
         second_moment=tf.zeros([size], tf.float32),
         cams=tuple(cam.init([c.num_heads, size], c.num_features, c.value_dim)
-                   for _ in range(c.num_layers)))
+                   for _ in range(c.num_layers)),
+        adaptation=step_adaptation.init(size) if c.step_adaptation_rate else ())
 
   # ---------------------------------------------------------------- update
   def apply(self, theta: Theta, state: CoordinateState, grad: tf.Tensor,
@@ -358,8 +378,15 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
       layer_input = tf.concat(
           [x, tf.reshape(readout, [c.value_dim * c.num_heads, -1])], axis=0)
     direction, magnitude = self._head(theta, layer_input)
-    update = normalized_update(direction, magnitude, theta["log_step_size"], c.magnitude_range,
+    log_step_size = theta["log_step_size"]
+    adaptation = ()
+    if c.step_adaptation_rate:
+      log_gain = step_adaptation.adapt(state.adaptation, g, c.step_adaptation_rate,
+                                       c.step_adaptation_bound)
+      log_step_size = log_step_size + log_gain
+      adaptation = step_adaptation.next_state(direction, log_gain)
+    update = normalized_update(direction, magnitude, log_step_size, c.magnitude_range,
                                param, learning_rate, weight_decay,
                                normalize=c.output_normalization == "rms", grad=g,
                                gradient_eps=c.gradient_eps)
-    return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams))
+    return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams), adaptation)
