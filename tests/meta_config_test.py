@@ -29,6 +29,7 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("unknown_network_field", {"network_config": {"bogus": 1}}, "unknown CoordinateConfig"),
       ("held_out_task", {"tasks": ["digits_vit_32"]}, "held out"),
       ("fresh_held_out_task", {"tasks": ["iris_mlp_32x32_silu"]}, "held out"),
+      ("confirmation_held_out_task", {"tasks": ["descr_lm_64"]}, "held out"),
       ("unknown_task", {"tasks": ["mnist"]}, "unknown task 'mnist'"),
       ("no_tasks", {"tasks": []}, "at least one task"),
       ("unroll_divides", {"horizon": 50, "unroll": 20}, "must divide horizon"),

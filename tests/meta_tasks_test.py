@@ -16,12 +16,16 @@ class TasksTest(tf.test.TestCase):
     self.assertEmpty(train & held)
     self.assertEmpty(fresh & (train | held))
     self.assertEqual(len(tasks.HELD_OUT_FRESH), 2)
+    confirm = {s.name for s in tasks.HELD_OUT_CONFIRM}
+    self.assertEmpty(confirm & (train | held | fresh))
+    self.assertLen(confirm, 3)
+    self.assertEqual({s.name for s in tasks.ALL_HELD_OUT}, held | fresh | confirm)
     self.assertIn("vit", {s.model for s in tasks.HELD_OUT})
     self.assertNotIn("vit", {s.model for s in tasks.META_TRAIN})
     self.assertNotIn("breast_cancer", {s.dataset for s in tasks.META_TRAIN})
 
   def test_every_task_computes_the_same_loss_as_its_keras_model(self):
-    for spec in tasks.META_TRAIN + tasks.HELD_OUT + tasks.HELD_OUT_FRESH:
+    for spec in tasks.META_TRAIN + tasks.ALL_HELD_OUT:
       task = tasks.Task(spec)
       params = task.init_params(3)
       for var, value in zip(task.model.trainable_variables, params):

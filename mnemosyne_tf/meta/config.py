@@ -168,7 +168,7 @@ class MetaTrainConfig:
          "second_order needs estimator 'gradient'")
     need(len(self.tasks) > 0, "tasks must name at least one task")
     train_names = {spec.name for spec in tasks_lib.META_TRAIN}
-    held_out = {spec.name for spec in tasks_lib.HELD_OUT + tasks_lib.HELD_OUT_FRESH}
+    held_out = {spec.name for spec in tasks_lib.ALL_HELD_OUT}
     for name in self.tasks:
       if name in held_out:
         problems.append(f"task {name!r} is held out: it may never be used in meta-training")

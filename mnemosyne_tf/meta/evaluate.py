@@ -4,7 +4,7 @@ r"""Held-out evaluation of learned optimizers against Adam and its learning-rate
         [--lstm_weights=lstm_v1] [--steps=2000] [--out_dir=...]
 
 Every optimizer trains every held-out task (tasks.HELD_OUT, or with --tasks
-also tasks.HELD_OUT_FRESH: never used in meta-training) from the same
+also tasks.HELD_OUT_FRESH and tasks.HELD_OUT_CONFIRM: never used in meta-training) from the same
 initialization on the same batches (stateless seeds), through ordinary Keras optimizers (`Mnemosyne(weights=...)`,
 `LearnedOptimizer(weights=...)` for the LSTM, `keras.optimizers.Adam`). The
 figure is the final training loss: the loss on the whole training set after
@@ -245,7 +245,8 @@ def define_flags():
   flags.DEFINE_integer("horizon", 200, "The meta-training horizon (1x).")
   flags.DEFINE_integer("seed", 0, "Initialization and batch seed.")
   flags.DEFINE_list("tasks", None, "Held-out tasks to run (default: all of tasks.HELD_OUT; "
-                    "those of tasks.HELD_OUT_FRESH are run when named).")
+                    "those of tasks.HELD_OUT_FRESH and HELD_OUT_CONFIRM are "
+                    "run when named).")
   flags.DEFINE_integer("long_steps", 10000,
                                      "Steps of the stability run on digits_mlp_32_relu.")
   flags.DEFINE_string("out_dir", None, "Where to write evaluation.{json,md,png}.")
@@ -287,7 +288,7 @@ def main(argv):
         json.dump(runs, f)
       os.replace(cache_path + ".tmp", cache_path)
 
-  held_out = [s.name for s in tasks_lib.HELD_OUT + tasks_lib.HELD_OUT_FRESH]
+  held_out = [s.name for s in tasks_lib.ALL_HELD_OUT]
   names = flags.FLAGS.tasks or [s.name for s in tasks_lib.HELD_OUT]
   for name in names:
     if name not in held_out:
