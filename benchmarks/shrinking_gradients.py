@@ -1,6 +1,6 @@
 """How an optimizer's step responds when the gradients shrink.
 
-    python -m benchmarks.shrinking_gradients [--weights=coordinate_v2,coordinate_v10,hand_set_v0] \
+    python -m benchmarks.shrinking_gradients [--weights=coordinate_v15,coordinate_v14,coordinate_v2,coordinate_v10,hand_set_v0] \
         [--adam=0.001,0.01] [--out_dir=benchmarks/results/shrinking_gradients]
 
 Late in a run the loss is small and so are the gradients. Adam's step shrinks
@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-DEFAULT_WEIGHTS = ("coordinate_v2", "coordinate_v10", "hand_set_v0")
+DEFAULT_WEIGHTS = ("coordinate_v15", "coordinate_v14", "coordinate_v2", "coordinate_v10", "hand_set_v0")
 DEFAULT_ADAM = (1e-3, 1e-2)
 
 

@@ -83,6 +83,22 @@ class EvaluateTest(tf.test.TestCase):
     self.assertTrue(evaluate.diverged(curve(1.0, 0.5, 1.5)))
     self.assertFalse(evaluate.diverged(curve(1.0, 1.5, 0.5)))
 
+  def test_reuse_of_a_file_that_is_not_an_evaluation_fails_before_writing(self):
+    from absl import app
+    from absl import flags
+    from tests import testing
+    if "reuse" not in flags.FLAGS:
+      evaluate.define_flags()
+    tmp = self.create_tempdir().full_path
+    runs = os.path.join(tmp, "runs.json")
+    with open(runs, "w") as f:
+      f.write('{"digits_vit_32|adam:0.01|2000|0": {}}')  # a run cache, not an evaluation
+    out_dir = os.path.join(tmp, "out")
+    with self.assertRaisesRegex(app.UsageError, r"runs.json is not an evaluation.json"):
+      testing.run_main(evaluate.main, weights=["hand_set_v0"], tasks=["digits_vit_32"],
+                       reuse=[runs], out_dir=out_dir)
+    self.assertFalse(os.path.exists(out_dir))
+
 
 class WorkdirTest(tf.test.TestCase):
 

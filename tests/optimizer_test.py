@@ -276,7 +276,7 @@ class SerializationTest(tf.test.TestCase):
     opt = mnemosyne_tf.Mnemosyne()
     opt.build(model.trainable_variables)
     size = opt.state_floats_per_parameter
-    self.assertEqual(size, 27)
+    self.assertEqual(size, 27 + 2)  # the CAM state and the step adaptation's 2
     self.assertEqual([tuple(s.shape) for s in opt._states],
                      [(size,) + tuple(v.shape) for v in model.trainable_variables])
 

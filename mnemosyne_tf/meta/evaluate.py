@@ -277,7 +277,13 @@ def main(argv):
       cache = json.load(f)
   for path in flags.FLAGS.reuse:
     with open(path) as f:
-      reused = runs_of(json.load(f), flags.FLAGS.jit_compile)
+      evaluation = json.load(f)
+    missing = [k for k in ("steps", "seed", "optimizers", "results")
+               if not isinstance(evaluation, dict) or k not in evaluation]
+    if missing:
+      raise app.UsageError(f"--reuse: {path} is not an evaluation.json (no {missing}); "
+                           "pass the evaluation.json of an earlier --out_dir")
+    reused = runs_of(evaluation, flags.FLAGS.jit_compile)
     print(f"reusing {len(reused)} runs of {path}", flush=True)
     cache = dict(reused, **cache)
 
