@@ -58,6 +58,26 @@ class StepAdaptationTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAlmostEqual(max(want), bound)  # the recurrence did reach both ends
     self.assertAlmostEqual(min(want), -bound)
 
+  def test_exact_sum_does_not_depend_on_the_order_of_its_terms(self):
+    rng = np.random.RandomState(5)
+    terms = rng.uniform(-1, 1, 100_000).astype(np.float32)
+    want = np.sum(np.round(terms.astype(np.float64) * 2.0 ** 30)) / 2.0 ** 30
+    got = [float(step_adaptation.exact_sum(tf.constant(t)))
+           for t in (terms, terms[::-1], rng.permutation(terms))]
+    self.assertEqual(got[0], got[1])
+    self.assertEqual(got[0], got[2])
+    self.assertEqual(got[0], float(np.float32(want)))
+    self.assertAllClose(got[0], np.sum(terms.astype(np.float64)), atol=1e-4)
+
+  def test_agreement_is_the_cosine_for_any_scale(self):
+    rng = np.random.RandomState(6)
+    for scale in (1e-30, 1.0, 1e30):
+      g, d = (scale * rng.randn(1000)).astype(np.float32), rng.randn(1000).astype(np.float32)
+      want = g.astype(np.float64) @ d / (np.linalg.norm(g.astype(np.float64))
+                                         * np.linalg.norm(d))
+      self.assertAllClose(step_adaptation.agreement(tf.constant(g), tf.constant(d)), want,
+                          atol=1e-6, msg=scale)
+
   def test_zero_gradient_or_direction_leaves_the_gain(self):
     state = step_adaptation.AdaptationState(tf.zeros([4]), tf.fill([4], 0.7))
     self.assertAllClose(step_adaptation.adapt(state, tf.ones([4]), 0.5, 3.0), 0.7)

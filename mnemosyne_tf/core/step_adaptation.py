@@ -50,11 +50,34 @@ def check_config(rate, bound, owner: str) -> None:
                        f"{'(' if low_open else '['}{low:g}, {high:g}], got {value!r}")
 
 
+# Fixed-point scale of `exact_sum`: terms in [-1, 1] become integers in
+# [-2^30, 2^30]; an int64 sum holds 2^33 of them.
+_FIXED_POINT = 2.0 ** 30
+
+
+def exact_sum(terms: tf.Tensor) -> tf.Tensor:
+  """The sum of `terms` (flat, each in [-1, 1]) rounded to multiples of 2^-30,
+  as float32, computed in int64 so that its value does not depend on the order
+  of the additions. A float32 reduce_sum does: under concurrent op execution the
+  same sum came out a few ulps apart from run to run, and c feeds the gain, which
+  accumulates it, so runs from the same seed drifted apart (measured: two
+  identical 40-step runs differed from step 5 on)."""
+  fixed = tf.cast(tf.round(terms * _FIXED_POINT), tf.int64)
+  return tf.cast(tf.cast(tf.reduce_sum(fixed), tf.float64) / _FIXED_POINT, tf.float32)
+
+
 def agreement(grad: tf.Tensor, previous_direction: tf.Tensor) -> tf.Tensor:
-  """c = cos(g, d) over the tensor (flat [P] each); 0 if either is zero."""
-  dot = tf.reduce_sum(grad * previous_direction)
-  norms = tf.norm(grad) * tf.norm(previous_direction)
-  return tf.math.divide_no_nan(dot, norms)
+  """c = cos(g, d) over the tensor (flat [P] each); 0 if either is zero.
+
+  Each vector is first divided by its largest magnitude (a max is exact in any
+  order), so that every product lies in [-1, 1] and the sums are `exact_sum`s;
+  their rounding (at most P * 2^-31 each, while |g|^2 and |d|^2 are >= 1 after
+  the division) changes c by at most about P * 1e-9."""
+  def unit_max(x):
+    return tf.math.divide_no_nan(x, tf.reduce_max(tf.abs(x)))
+  g, d = unit_max(grad), unit_max(previous_direction)
+  norms = tf.sqrt(exact_sum(g * g) * exact_sum(d * d))
+  return tf.math.divide_no_nan(exact_sum(g * d), norms)
 
 
 def adapt(state: AdaptationState, grad: tf.Tensor, rate: float, bound: float) -> tf.Tensor:
