@@ -71,7 +71,7 @@ class OverheadHarnessTest(tf.test.TestCase):
         self.assertTrue(math.isnan(ratios[tag]["adam"]), msg=(tag, slopes, ratios))
     text = overhead.markdown(rows, ratios, {"date": "d", "machine": "m", "command": "c",
                                             "repeats": 1, "batch_size": 8})
-    self.assertIn("mnemosyne_coordinate 108, adam 8", text)
+    self.assertIn("mnemosyne_coordinate 116, adam 8", text)
 
 
 if __name__ == "__main__":
