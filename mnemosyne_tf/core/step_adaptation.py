@@ -61,9 +61,11 @@ def exact_sum(terms: tf.Tensor) -> tf.Tensor:
   of the additions. A float32 reduce_sum does: under concurrent op execution the
   same sum came out a few ulps apart from run to run, and c feeds the gain, which
   accumulates it, so runs from the same seed drifted apart (measured: two
-  identical 40-step runs differed from step 5 on)."""
+  identical 40-step runs differed from step 5 on). No float64 (TPUs have
+  none): the int64 total is rounded to float32 once, then scaled by a power
+  of two, which is exact."""
   fixed = tf.cast(tf.round(terms * _FIXED_POINT), tf.int64)
-  return tf.cast(tf.cast(tf.reduce_sum(fixed), tf.float64) / _FIXED_POINT, tf.float32)
+  return tf.cast(tf.reduce_sum(fixed), tf.float32) * (1.0 / _FIXED_POINT)
 
 
 def agreement(grad: tf.Tensor, previous_direction: tf.Tensor) -> tf.Tensor:
