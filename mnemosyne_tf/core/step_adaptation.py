@@ -58,10 +58,11 @@ _FIXED_POINT = 2.0 ** 30
 def exact_sum(terms: tf.Tensor) -> tf.Tensor:
   """The sum of `terms` (flat, each in [-1, 1]) rounded to multiples of 2^-30,
   as float32, computed in int64 so that its value does not depend on the order
-  of the additions. A float32 reduce_sum does: under concurrent op execution the
-  same sum came out a few ulps apart from run to run, and c feeds the gain, which
-  accumulates it, so runs from the same seed drifted apart (measured: two
-  identical 40-step runs differed from step 5 on). No float64 (TPUs have
+  of the additions (nor on the kernel that does them). c feeds the gain, which
+  accumulates every last bit of it, so runs from one seed drift apart from the
+  first difference. Made after two identical 40-step runs differed from step 5
+  on; it did not remove every such difference (README, "Reproducibility": the
+  remaining cause is elsewhere in graph-mode TF). No float64 (TPUs have
   none): the int64 total is rounded to float32 once, then scaled by a power
   of two, which is exact."""
   fixed = tf.cast(tf.round(terms * _FIXED_POINT), tf.int64)
