@@ -42,6 +42,11 @@ SHIPPED = {
     # (see coordinate_v15.md): attempt 14's arrays with the per-tensor step
     # adaptation (core/step_adaptation.py) and a recalibrated step.
     "coordinate_v15": "coordinate_v15.npz",
+    # Sixteenth attempt, from configs/meta/coordinate_v16.yaml (see
+    # coordinate_v16.md): attempt 14's arrays meta-trained 250 more steps
+    # with the step adaptation on, then recalibrated. Better than v15 on the
+    # held-out MLPs and CNNs; not the default: it stalls on the character LM.
+    "coordinate_v16": "coordinate_v16.npz",
     # The LSTM baseline (Andrychowicz et al.), meta-trained by the same binary
     # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
     # LearnedOptimizer(weights="lstm_v1").
