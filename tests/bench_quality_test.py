@@ -153,11 +153,12 @@ class HarnessSmokeTest(tf.test.TestCase):
     again, again_runs, _ = quality.run_benchmark(out_dir=self.create_tempdir().full_path,
                                                  log=lambda line: None, **kwargs)
     # Same seeds, same numbers: bit for bit for Adam; for Mnemosyne within 1e-5
-    # (relative). Graph-mode (non-XLA) TF on a loaded CPU occasionally rounds
-    # one of its per-tensor scalars differently between two identical runs (seen
-    # in about 1 of 8 repeats under load, not on an idle machine), and the step adaptation's
-    # gain carries that last bit on; a wrong seed, batch or step differs by far
-    # more (the curves move by ~1% per step here).
+    # (relative). Graph-mode (non-XLA) TF on a loaded CPU sometimes rounds one
+    # of its per-tensor scalars differently between two identical runs (from 2
+    # of 32 repeats to 4 of 4 under load; none on an idle machine; cause not
+    # found: README, "Reproducibility"), and the step adaptation's gain carries
+    # that last bit on. A wrong seed, batch or step differs by far more (the
+    # curves move by ~1% per step here).
     for key in runs:
       if key[1].startswith("adam"):
         self.assertEqual(runs[key]["curve"], again_runs[key]["curve"])
