@@ -36,6 +36,7 @@ from mnemosyne_tf import rule
 from mnemosyne_tf import strict_json
 from mnemosyne_tf import weights as weights_lib
 from mnemosyne_tf.meta import config as config_lib
+from mnemosyne_tf.meta import static_gradients
 from mnemosyne_tf.meta import tasks as tasks_lib
 
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -183,7 +184,7 @@ class MetaTrainer:
       return meta_loss, current, packed
 
     @tf.function(jit_compile=True)
-    def with_gradient(theta_trainable, params, packed, position, seed, loss_scale):
+    def compiled_with_gradient(theta_trainable, params, packed, position, seed, loss_scale):
       with tf.GradientTape() as tape:
         tape.watch(theta_trainable)
         meta_loss, params, packed = run(theta_trainable, params, packed, position, seed,
@@ -193,6 +194,12 @@ class MetaTrainer:
       grad = tape.gradient(meta_loss, theta_trainable,
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
       return meta_loss, grad, params, packed
+
+    def with_gradient(*args):
+      # Traced (on its first call) with static broadcast reductions, which XLA
+      # needs for the second-order gradient of transformer tasks.
+      with static_gradients.static_batch_matmul_gradients():
+        return compiled_with_gradient(*args)
 
     @tf.function(jit_compile=True)
     def forward(theta_trainable, params, packed, position, seed, loss_scale):
