@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+from absl.testing import parameterized
 
 import mnemosyne_tf
 from mnemosyne_tf.meta import config as config_lib
@@ -24,7 +25,7 @@ def tiny(**overrides):
   return config_lib.MetaTrainConfig.from_dict(dict(_TINY, **overrides))
 
 
-class MetaTrainerTest(tf.test.TestCase):
+class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_training_changes_theta_and_exports_loadable_weights(self):
     workdir = self.create_tempdir().full_path
@@ -391,12 +392,16 @@ class MetaTrainerTest(tf.test.TestCase):
     self.assertIsNone(choose(scores, margin=16.0))
     self.assertEqual(choose({0.5: -5.0, 1.0: -6.0}, margin=4.0), 1.0)  # nothing unstable
 
-  def test_second_order_meta_gradient_matches_finite_differences(self):
+  @parameterized.parameters(("digits_mlp_32_relu", 8), ("wine_ft_16", 4))
+  def test_second_order_meta_gradient_matches_finite_differences(self, task, unroll):
     """With second_order the meta-gradient is the exact derivative of the
     segment's meta-loss: its projection on a random direction equals a central
     finite difference of the compiled forward pass. digits has always-blank
-    pixels, whose weights get exactly zero gradients (v = 0): still finite."""
-    cfg = tiny(tasks=["digits_mlp_32_relu"], horizon=8, unroll=8, init_noise=0.1,
+    pixels, whose weights get exactly zero gradients (v = 0): still finite.
+    wine_ft_16 is a transformer (Keras MultiHeadAttention and Dense on
+    tokens), whose second-order gradient XLA compiles only with the static
+    reductions of meta/static_gradients.py."""
+    cfg = tiny(tasks=[task], horizon=8, unroll=unroll, init_noise=0.1,
                second_order=True, init_step_size=0.01,
                network_config={"output_normalization": "none", "gradient_eps": 1e-7})
     meta = trainer_lib.MetaTrainer(cfg, self.create_tempdir().full_path)
