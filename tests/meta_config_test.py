@@ -67,6 +67,8 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
        "calibrate_horizon must be"),
       ("second_order_es", {"estimator": "es", "second_order": True}, "second_order needs"),
       ("second_order_type", {"second_order": "yes"}, "second_order must be"),
+      ("task_normalization_type", {"meta_grad_task_normalization": 1},
+       "meta_grad_task_normalization must be"),
       ("criterion_without_calibration", {"calibrate_criterion": "adam_rank"},
        "calibrate_criterion needs calibrate_step_size"),
       ("calibrate_criterion", {"calibrate_step_size": [1.0], "calibrate_criterion": "best"},

@@ -53,6 +53,11 @@ class MetaTrainConfig:
       size calibrated, a baseline for what meta-training adds.
     meta_learning_rate: Adam step size on theta.
     meta_grad_clip: global-norm clip of the meta-gradient.
+    meta_grad_task_normalization: average the tasks' meta-gradients each
+      divided by its own global norm (every task then weighs the same in the
+      direction of the meta-step, whatever the scale of its log-loss
+      gradient), instead of the plain average. metrics.jsonl records each
+      task's norm either way (per_task_grad_norm).
     estimator: "gradient" (backprop through the unroll, first-order in the
       optimizee gradients) or "es" (antithetic evolution strategies).
     second_order: with estimator "gradient": also differentiate through the
@@ -121,6 +126,7 @@ class MetaTrainConfig:
   meta_steps: int = 1000
   meta_learning_rate: float = 1e-3
   meta_grad_clip: float = 1.0
+  meta_grad_task_normalization: bool = False
   estimator: str = "gradient"
   second_order: bool = False
   es_sigma: float = 0.01
@@ -164,6 +170,9 @@ class MetaTrainConfig:
          f"got {self.estimator!r}")
     need(isinstance(self.second_order, bool), f"second_order must be true or false, "
          f"got {self.second_order!r}")
+    need(isinstance(self.meta_grad_task_normalization, bool),
+         f"meta_grad_task_normalization must be true or false, "
+         f"got {self.meta_grad_task_normalization!r}")
     need(not (self.second_order and self.estimator != "gradient"),
          "second_order needs estimator 'gradient'")
     need(len(self.tasks) > 0, "tasks must name at least one task")

@@ -258,7 +258,7 @@ class MetaTrainer:
       log(f"resumed from {self.manager.latest_checkpoint} at meta-step {start_step}")
     started, start_wall = time.time(), float(self.wall_seconds.numpy())
     for step in range(start_step, cfg.meta_steps):
-      losses, grads = [], []
+      losses, grads, norms = [], [], []
       for index, traj in enumerate(self.trajectories):
         done = int(traj.position.numpy()) >= int(traj.length.numpy())
         if int(traj.restarts.numpy()) < 0 or done:
@@ -278,6 +278,7 @@ class MetaTrainer:
         if not finite:  # a diverged optimizee: restart it, learn nothing from it
           self._restart(index, traj)
           losses.append(float("nan"))
+          norms.append(float("nan"))
           continue
         for var, value in zip(traj.params, params):
           var.assign(value)
@@ -285,12 +286,16 @@ class MetaTrainer:
           var.assign(value)
         traj.position.assign_add(cfg.unroll)
         losses.append(float(meta_loss))
+        norm = float(tf.linalg.global_norm([grad[k] for k in sorted(grad)]))
+        norms.append(norm)
         if all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grad.values()):
+          if cfg.meta_grad_task_normalization and 0 < norm < math.inf:
+            grad = {k: g / norm for k, g in grad.items()}
           grads.append(grad)
       grad_norm = self._apply_meta_gradient(grads)
       self.meta_step.assign(step + 1)
       self.wall_seconds.assign(start_wall + time.time() - started)
-      self._record(step + 1, losses, grad_norm, len(grads), log)
+      self._record(step + 1, losses, grad_norm, len(grads), log, norms)
       if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.meta_steps:
         self.manager.save(checkpoint_number=step + 1)
     return self.export(calibration=self.calibrate(log))
@@ -309,13 +314,14 @@ class MetaTrainer:
       self.theta[k].assign_sub(lr * self.adam_m[k] / (tf.sqrt(self.adam_v[k]) + _ADAM_EPS))
     return float(norm)
 
-  def _record(self, step, losses, grad_norm, used, log):
+  def _record(self, step, losses, grad_norm, used, log, norms):
     cfg = self.cfg
     finite = [l for l in losses if math.isfinite(l)]
     mean = sum(finite) / len(finite) if finite else float("nan")
     record = {"step": step, "meta_loss": mean, "grad_norm": grad_norm,
               "tasks_used": used, "wall_seconds": float(self.wall_seconds.numpy()),
-              "per_task": dict(zip(cfg.tasks, losses))}
+              "per_task": dict(zip(cfg.tasks, losses)),
+              "per_task_grad_norm": dict(zip(cfg.tasks, norms))}
     with open(self.metrics_path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if step % cfg.log_every == 0 or step == cfg.meta_steps:
@@ -324,6 +330,8 @@ class MetaTrainer:
         tf.summary.scalar("meta_grad_norm", grad_norm)
         for name, value in record["per_task"].items():
           tf.summary.scalar(f"meta_loss/{name}", value)
+        for name, value in record["per_task_grad_norm"].items():
+          tf.summary.scalar(f"meta_grad_norm/{name}", value)
       rate = step / max(record["wall_seconds"], 1e-9)
       eta = (cfg.meta_steps - step) / max(rate, 1e-9)
       log(f"meta-step {step}/{cfg.meta_steps}  meta-loss {mean:.4f}  |grad| "
