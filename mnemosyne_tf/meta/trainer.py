@@ -3,7 +3,8 @@
 Each configured task runs one optimizee trajectory at a time: `horizon` steps of
 training from a fresh (augmented) initialization (or a length drawn per
 trajectory up to `max_horizon`), cut into segments of `unroll` steps. A meta-step advances every task's trajectory by one segment and updates
-theta once, from the average over tasks of the meta-gradient of
+theta once, from the average over tasks (with `meta_grad_task_normalization`,
+of each divided by its norm) of the meta-gradient of
 
     meta-loss = mean over the segment's steps of log(max(loss_k, meta_loss_floor))
 
@@ -12,7 +13,9 @@ optimizee are treated as constants (Andrychowicz et al.'s first-order
 approximation: the meta-gradient flows through the parameter updates only)
 unless `second_order` is set (then also through the gradients). A
 segment, with its inner loop as a `tf.while_loop`, runs inside
-`tf.function(jit_compile=True)`; with `estimator: es` the meta-gradient is the
+`tf.function(jit_compile=True)` (traced with the static matmul gradients of
+`static_gradients.py`, without which XLA cannot compile the second-order
+meta-gradient of a transformer task); with `estimator: es` the meta-gradient is the
 antithetic ES estimate from forward segments only.
 
 Everything lives in variables saved by `tf.train.Checkpoint`: theta, the
