@@ -40,9 +40,10 @@ def _reduce_to(grad: tf.Tensor, shape: List[int]) -> tf.Tensor:
   return tf.reshape(grad, shape)
 
 
-def batch_matmul_v2_gradient(op, grad, fallback=None):
+def batch_matmul_v2_gradient(op, grad, *, fallback):
   """The gradient of z = matmul(x, y, adjoint_a=adj_x, adjoint_b=adj_y) with
-  respect to x and y, as TensorFlow's, with reductions over static axes."""
+  respect to x and y, as TensorFlow's, with reductions over static axes;
+  `fallback` (TensorFlow's gradient) when a shape is not static."""
   x, y = op.inputs[0], op.inputs[1]
   if not (x.shape.is_fully_defined() and y.shape.is_fully_defined()):
     return fallback(op, grad)
