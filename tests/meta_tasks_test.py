@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+from sklearn import datasets
 
 from mnemosyne_tf.meta import config as config_lib
 from mnemosyne_tf.meta import tasks
@@ -66,6 +67,28 @@ class TasksTest(tf.test.TestCase):
       self.assertLess(float(np.mean(x == 0)), 0.2, msg=f"{name}: share of id 0 (unknown)")
     _, _, words = tasks.load_dataset("stdlib_words")
     self.assertEqual(words, tasks.STDLIB_VOCABULARY + 1)
+
+  def test_stdlib_chars_spell_the_docstrings_and_share_no_window_with_held_out_text(self):
+    x, y, vocabulary = tasks.load_dataset("stdlib_chars")
+    text = " ".join(tasks._stdlib_docstrings().split())
+    self.assertGreater(len(text), tasks.STDLIB_CHARS)  # the truncation is in effect
+    # Decoded with the vocabulary read off the text in order of first appearance,
+    # the windows are the text's first characters, in order.
+    characters = list(dict.fromkeys(text[:tasks.STDLIB_CHARS]))
+    self.assertEqual(vocabulary, len(characters))
+    decoded = "".join(characters[i] for i in x.reshape(-1))
+    self.assertEqual(decoded, text[:len(decoded)])
+    self.assertGreater(len(decoded), tasks.STDLIB_CHARS - tasks.TEXT_WINDOW - 1)
+    # Meta-training on it reads none of the held-out character LM's text.
+    descr_text = " ".join(" ".join(getattr(datasets, f"load_{name}")().DESCR.split())
+                          for name in ("iris", "digits", "wine", "breast_cancer", "diabetes",
+                                       "linnerud"))
+    windows = {decoded[i:i + tasks.TEXT_WINDOW]
+               for i in range(0, len(decoded) - tasks.TEXT_WINDOW, 7)}
+    self.assertFalse(any(window in descr_text for window in windows))
+    spec = tasks.get_spec("stdlib_clm_64")
+    self.assertIn(spec, tasks.META_TRAIN)
+    self.assertNotIn(spec.dataset, {s.dataset for s in tasks.ALL_HELD_OUT})
 
   def test_noisy_digits_replace_about_the_stated_fraction_of_labels(self):
     x, clean, _ = tasks.load_dataset("digits")
