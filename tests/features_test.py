@@ -19,6 +19,47 @@ class FeaturesTest(tf.test.TestCase):
     self.assertAllClose(sign, want_sign, rtol=1e-5)
     self.assertAllInRange(log_magnitude, -1.0, 1.0)
 
+  def test_sqrt_zero_safe_has_sqrts_values_and_a_zero_gradient_at_zero(self):
+    # 1e-42 is subnormal, which TensorFlow's CPU kernels may flush to 0.
+    x = tf.constant([0.0, 1e-42, 1e-30, 0.25, 2.0, 1e30], tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(x)
+      safe = features.sqrt_zero_safe(x)
+      plain = tf.sqrt(x)
+    self.assertAllEqual(safe, plain)
+    got, want = tape.gradient(safe, x).numpy(), tape.gradient(plain, x).numpy()
+    self.assertEqual(got[0], 0.0)
+    self.assertTrue(np.isinf(want[0]))  # what it replaces
+    self.assertTrue(np.all(np.isfinite(got)))
+    self.assertAllEqual(got[2:], want[2:])
+    self.assertAllClose(got[2:], 0.5 / np.sqrt(x.numpy()[2:].astype(np.float64)), rtol=1e-6)
+
+  def test_normalized_gradient_differentiates_through_an_underflowed_second_moment(self):
+    # The first coordinate's g^2 underflows to 0 in float32, g itself does not.
+    # Its feature is then g / eps; d/ds of the features of s * g0 at s = 1,
+    # from the formula at t = 1 (v_hat = g^2): 1e-24 / 1e-8 for the first
+    # coordinate, and eps / (0.5 + eps)^2 for the second.
+    g0 = tf.constant([1e-24, 0.5])
+    scale = tf.constant(1.0)
+
+    def d_features(sqrt):
+      with tf.GradientTape() as tape:
+        tape.watch(scale)
+        g = scale * g0
+        v = features.update_second_moment(tf.zeros([2]), g, 0.999)
+        total = tf.reduce_sum(g / (sqrt(v / (1.0 - 0.999)) + 1e-8))
+      return tape.gradient(total, scale)
+
+    want = 1e-24 / 1e-8 + 1e-8 / (0.5 + 1e-8) ** 2
+    self.assertFalse(np.isfinite(d_features(tf.sqrt).numpy()))  # the failure it fixes
+    self.assertAllClose(d_features(features.sqrt_zero_safe), want, rtol=1e-3)
+    with tf.GradientTape() as tape:
+      tape.watch(scale)
+      g = scale * g0
+      total = tf.reduce_sum(features.normalized_gradient(
+          g, features.update_second_moment(tf.zeros([2]), g, 0.999), 1, 0.999))
+    self.assertAllClose(tape.gradient(total, scale), want, rtol=1e-3)
+
   def test_normalized_gradient_is_bias_corrected_rms_normalization(self):
     rng = np.random.RandomState(0)
     beta2 = 0.99

@@ -198,6 +198,47 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue(np.all(np.isfinite(g.numpy())), msg=name)
       self.assertGreater(float(tf.reduce_max(tf.abs(g))), 0.0, msg=name)
 
+  def test_meta_gradient_stays_finite_when_gradients_underflow_when_squared(self):
+    # A second-order meta-gradient differentiates through g. One tensor has a
+    # coordinate whose g^2 underflows (second moment 0, g not 0); in another
+    # every coordinate does (rms(g) = 0). With tf.sqrt in their place the
+    # meta-gradient is non-finite (attempt 20's dropped CNN steps).
+    from mnemosyne_tf.core import features
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        output_normalization="none", gradient_eps=1e-7, odd_in_gradient=True,
+        step_adaptation_rate=0.03))
+    theta = net.init_theta(seed=0, scale=0.5)
+    trainable = {k: tf.Variable(v) for k, v in theta.items()
+                 if not k.endswith(network.FIXED_SUFFIXES)}
+    base = [np.array([1e-24, 0.3, -0.2, 0.5], np.float32),
+            np.array([1e-24, -2e-24, 3e-25], np.float32)]
+
+    def meta_gradient():
+      with tf.GradientTape() as tape:
+        full = dict(theta, **trainable)
+        params = [tf.ones([4]), tf.ones([3])]
+        states = [net.init_state(p) for p in params]
+        loss = 0.0
+        for t in range(1, 4):
+          for i, (p, g0) in enumerate(zip(params, base)):
+            g = g0 * p  # depends on theta from the second step on
+            update, states[i] = net.apply(full, states[i], g, p, t)
+            params[i] = p + update
+          loss += sum(tf.reduce_sum(tf.square(p - 0.5)) for p in params)
+      return tape.gradient(loss, trainable)
+
+    def finite(gradient):
+      return all(np.all(np.isfinite(g.numpy())) for g in gradient.values())
+
+    self.assertTrue(finite(tf.function(meta_gradient, jit_compile=True)()))
+    self.assertTrue(finite(meta_gradient()))
+    safe = features.sqrt_zero_safe
+    features.sqrt_zero_safe = tf.sqrt
+    try:
+      self.assertFalse(finite(meta_gradient()))
+    finally:
+      features.sqrt_zero_safe = safe
+
   def test_xla_and_eager_apply_agree(self):
     net = network.CoordinateWiseNetwork(network.CoordinateConfig())
     theta = net.init_theta(seed=2, scale=1.0)

@@ -178,10 +178,10 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
   log_factor = magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
   learning_rate = tf.cast(learning_rate, tf.float32)
   if normalize:
-    rms = tf.sqrt(tf.reduce_mean(tf.square(direction)))
+    rms = features.sqrt_zero_safe(tf.reduce_mean(tf.square(direction)))
     direction = direction / tf.maximum(rms, 1e-12)
   if gradient_eps:
-    rms_grad = tf.sqrt(tf.reduce_mean(tf.square(grad)))
+    rms_grad = features.sqrt_zero_safe(tf.reduce_mean(tf.square(grad)))
     direction = direction * (rms_grad / (rms_grad + gradient_eps))
   update = -learning_rate * tf.exp(log_step_size + log_factor) * direction
   return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(

@@ -159,7 +159,7 @@ class TensorWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     if g.shape[0] is None:
       raise ValueError("the tensor-wise network needs tensors of static size")
     g = tf.clip_by_value(g, -features.MAX_ABS_GRADIENT, features.MAX_ABS_GRADIENT)
-    rms_g = tf.sqrt(tf.reduce_mean(tf.square(g)))
+    rms_g = features.sqrt_zero_safe(tf.reduce_mean(tf.square(g)))
     log_mag, sign = features.log_sign_preprocessing(g, c.preprocessing_k)
     x = tf.stack([log_mag, sign,
                   tf.clip_by_value(g / tf.maximum(rms_g, 1e-30), -5.0, 5.0)])

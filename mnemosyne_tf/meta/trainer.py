@@ -174,6 +174,8 @@ class MetaTrainer:
             # A coordinate whose gradient is exactly 0 (e.g. the weights of an
             # always-blank pixel) has v = 0, where d sqrt(v) / dg is 0 * inf:
             # it gets no second-order path (it has no curvature signal to give).
+            # A g whose square underflows to 0 is handled in the network
+            # (features.sqrt_zero_safe).
             g = tf.where(tf.equal(g, 0.0), tf.stop_gradient(g), g)
           else:
             g = tf.stop_gradient(g)
