@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from mnemosyne_tf.core import features
 from mnemosyne_tf.core import network
 from tests import testing
 
@@ -200,17 +201,17 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_meta_gradient_stays_finite_when_gradients_underflow_when_squared(self):
     # A second-order meta-gradient differentiates through g. One tensor has a
-    # coordinate whose g^2 underflows (second moment 0, g not 0); in another
-    # every coordinate does (rms(g) = 0). With tf.sqrt in their place the
+    # coordinate whose gradient is exactly 0 and one whose g^2 underflows
+    # (second moment 0, g not 0); in another every coordinate's does
+    # (rms(g) = 0). With tf.sqrt in their place the
     # meta-gradient is non-finite (attempt 20's dropped CNN steps).
-    from mnemosyne_tf.core import features
     net = network.CoordinateWiseNetwork(network.CoordinateConfig(
         output_normalization="none", gradient_eps=1e-7, odd_in_gradient=True,
         step_adaptation_rate=0.03))
     theta = net.init_theta(seed=0, scale=0.5)
     trainable = {k: tf.Variable(v) for k, v in theta.items()
                  if not k.endswith(network.FIXED_SUFFIXES)}
-    base = [np.array([1e-24, 0.3, -0.2, 0.5], np.float32),
+    base = [np.array([1e-24, 0.0, -0.2, 0.5], np.float32),
             np.array([1e-24, -2e-24, 3e-25], np.float32)]
 
     def meta_gradient():

@@ -64,9 +64,8 @@ class MetaTrainConfig:
       optimizee gradients the rule reads (how an update changes the next
       gradients: curvature, the signal of instability), at 1.1-1.4x the cost
       of a segment; False keeps them constants (first-order, as in
-      Andrychowicz et al.). A coordinate whose gradient is exactly 0 gets no
-      second-order path; a task whose meta-gradient is still non-finite is
-      left out of that meta-step (metrics.jsonl: tasks_used).
+      Andrychowicz et al.). A task whose meta-gradient is non-finite (with a
+      finite loss) is left out of that meta-step (metrics.jsonl: tasks_used).
     es_sigma: ES perturbation scale.
     es_pairs: ES antithetic pairs per task and meta-step.
     init_scale_range: task augmentation: initial parameters are scaled by a

@@ -170,14 +170,11 @@ class MetaTrainer:
         step = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
         new_params, new_states = [], []
         for p, g, s in zip(current, grads, states):
-          if second_order:
-            # A coordinate whose gradient is exactly 0 (e.g. the weights of an
-            # always-blank pixel) has v = 0, where d sqrt(v) / dg is 0 * inf:
-            # it gets no second-order path (it has no curvature signal to give).
-            # A g whose square underflows to 0 is handled in the network
-            # (features.sqrt_zero_safe).
-            g = tf.where(tf.equal(g, 0.0), tf.stop_gradient(g), g)
-          else:
+          # Second order: the meta-gradient also flows through g. Where v =
+          # EMA(g^2) is 0 (g exactly 0, e.g. an always-blank pixel's weights,
+          # or so small that g^2 underflows) the network's square roots have a
+          # zero gradient (features.sqrt_zero_safe), not 0 * inf.
+          if not second_order:
             g = tf.stop_gradient(g)
           update, s = network.apply(theta, s, g, p, step)
           new_params.append(p + update)
