@@ -140,6 +140,42 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
       if finite:
         self.assertAllClose(meta_loss, np.log(1e-4))
 
+  def test_meta_training_that_has_diverged_stops_and_exports_nothing(self):
+    """A theta under which every optimizee diverges never gets a meta-gradient
+    again: after MAX_STEPS_WITHOUT_GRADIENT such meta-steps the trainer stops
+    with an error instead of exporting it."""
+    workdir = self.create_tempdir().full_path
+    meta = trainer_lib.MetaTrainer(tiny(init_step_size=1e30, meta_steps=30), workdir)
+    limit = trainer_lib.MAX_STEPS_WITHOUT_GRADIENT
+    with self.assertRaisesRegex(trainer_lib.MetaTrainingError,
+                                f"in {limit} meta-steps in a row \\(meta-steps 1-{limit}\\)"):
+      meta.train(log=lambda line: None)
+    self.assertFalse(os.path.exists(os.path.join(workdir, "weights.npz")))
+    with open(meta.metrics_path) as f:
+      records = [json.loads(line) for line in f]
+    self.assertEqual([r["step"] for r in records], list(range(1, limit + 1)))
+    self.assertTrue(all(r["tasks_used"] == 0 for r in records))
+
+  def test_global_norm_clip_is_exact_when_the_norm_overflows(self):
+    """Finite entries whose squares overflow float32: tf.clip_by_global_norm
+    gives NaN; ours gives the direction scaled to the clip (float64 reference)."""
+    tensors = [tf.constant([1e20, -3e20], tf.float32), tf.constant([[4e20]], tf.float32)]
+    self.assertFalse(np.all(np.isfinite(tf.clip_by_global_norm(tensors, 1.0)[0][0])))
+    clipped, norm = trainer_lib.clip_by_global_norm(tensors, 2.0)
+    flat = np.concatenate([t.numpy().astype(np.float64).ravel() for t in tensors])
+    self.assertAllClose(norm / np.linalg.norm(flat), 1.0, rtol=1e-6, atol=0)
+    for got, t in zip(clipped, tensors):
+      self.assertAllClose(got, t.numpy().astype(np.float64) * 2.0 / np.linalg.norm(flat),
+                          rtol=1e-6, atol=0)
+    # Otherwise it is tf.clip_by_global_norm, bit for bit.
+    small = [tf.constant([3.0, -4.0]), tf.constant([12.0])]
+    for clip in (1.0, 100.0):
+      ours, ours_norm = trainer_lib.clip_by_global_norm(small, clip)
+      theirs, theirs_norm = tf.clip_by_global_norm(small, clip)
+      self.assertEqual(ours_norm, float(theirs_norm))
+      for a, b in zip(ours, theirs):
+        self.assertAllEqual(a, b)
+
   def test_step_size_calibration_scores_whole_trajectories(self):
     """The calibration's scores equal an eager re-computation of the same
     trajectories (the rule applied step by step outside the compiled segment);

@@ -75,7 +75,7 @@ def main(argv):
         f"estimator {cfg.estimator}", flush=True)
   try:
     summary = meta.train(log=lambda line: print(line, flush=True))
-  except trainer.CalibrationError as e:
+  except (trainer.CalibrationError, trainer.MetaTrainingError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
   if cfg.meta_steps == 0:  # nothing meta-trained, no curve

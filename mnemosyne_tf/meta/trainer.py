@@ -259,6 +259,7 @@ class MetaTrainer:
     if start_step:
       log(f"resumed from {self.manager.latest_checkpoint} at meta-step {start_step}")
     started, start_wall = time.time(), float(self.wall_seconds.numpy())
+    failed_since = None  # first meta-step of the current run of steps with no gradient
     for step in range(start_step, cfg.meta_steps):
       losses, grads, norms = [], [], []
       for index, traj in enumerate(self.trajectories):
@@ -298,6 +299,14 @@ class MetaTrainer:
       self.meta_step.assign(step + 1)
       self.wall_seconds.assign(start_wall + time.time() - started)
       self._record(step + 1, losses, grad_norm, len(grads), log, norms)
+      failed_since = None if grads else (step + 1 if failed_since is None else failed_since)
+      if failed_since is not None and step + 2 - failed_since >= MAX_STEPS_WITHOUT_GRADIENT:
+        raise MetaTrainingError(
+            f"meta-training diverged: no task gave a finite meta-gradient in "
+            f"{MAX_STEPS_WITHOUT_GRADIENT} meta-steps in a row (meta-steps {failed_since}-"
+            f"{step + 1}): theta has not changed since and cannot recover; not exporting. "
+            f"Losses per task: {self.metrics_path}. Start again in a new workdir with a "
+            "lower meta_learning_rate or meta_grad_clip.")
       if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.meta_steps:
         self.manager.save(checkpoint_number=step + 1)
     return self.export(calibration=self.calibrate(log))
@@ -306,8 +315,10 @@ class MetaTrainer:
     if not grads:
       return float("nan")
     mean = {k: tf.add_n([g[k] for g in grads]) / len(grads) for k in self.theta}
-    clipped, norm = tf.clip_by_global_norm([mean[k] for k in sorted(mean)],
-                                           self.cfg.meta_grad_clip)
+    if not all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in mean.values()):
+      return float("nan")  # finite task gradients whose sum overflows: no step
+    clipped, norm = clip_by_global_norm([mean[k] for k in sorted(mean)],
+                                        self.cfg.meta_grad_clip)
     t = tf.cast(self.meta_step + 1, tf.float32)
     lr = self.cfg.meta_learning_rate * tf.sqrt(1 - _ADAM_B2 ** t) / (1 - _ADAM_B1 ** t)
     for k, g in zip(sorted(mean), clipped):
@@ -581,6 +592,19 @@ class MetaTrainer:
     return {"path": path, "sha256": digest, **provenance}
 
 
+# A run of this many meta-steps in a row with no finite task meta-gradient
+# ends meta-training with MetaTrainingError. Theta only changes through those
+# gradients, so once every task diverges under it, all later steps do too:
+# a meta learning rate of 1e-3 did this to the second-order LSTM run
+# (lstm_v2.md), which would otherwise have exported the broken theta.
+MAX_STEPS_WITHOUT_GRADIENT = 10
+
+
+class MetaTrainingError(RuntimeError):
+  """Meta-training has diverged: nothing is exported (the checkpoints and
+  metrics.jsonl stay)."""
+
+
 class CalibrationError(RuntimeError):
   """No multiplier of the calibration is stable: nothing is exported (the
   checkpoint and calibration.json stay, with every run's losses)."""
@@ -604,6 +628,26 @@ def choose_multiplier(scores: Dict[float, float], margin: float = 1.0):
   if not eligible:
     return None
   return min(eligible, key=lambda m: (scores[m], abs(math.log(m))))
+
+
+def clip_by_global_norm(tensors: List[tf.Tensor], clip: float):
+  """(tensors scaled to a global norm of at most `clip`, their global norm as
+  a Python float): tf.clip_by_global_norm's result whenever its norm is
+  finite, and still exact when that norm overflows float32 (finite entries
+  above about 1e19), where tf's returns NaN: a meta-step then wrote NaN into
+  theta (lstm_v2.md). In that case the tensors are first multiplied by a power
+  of two (exact) that brings their largest magnitude into [0.5, 1], so that
+  the sum of squares cannot overflow."""
+  clipped, norm = tf.clip_by_global_norm(tensors, clip)
+  if math.isfinite(float(norm)):
+    return clipped, float(norm)
+  largest = float(tf.reduce_max([tf.reduce_max(tf.abs(t)) for t in tensors]))
+  if not math.isfinite(largest):
+    raise ValueError("clip_by_global_norm: the tensors have non-finite entries")
+  inverse = 2.0 ** -math.frexp(largest)[1]  # largest * inverse in [0.5, 1)
+  scaled = [t * tf.constant(inverse, t.dtype) for t in tensors]
+  scaled_norm = float(tf.linalg.global_norm(scaled))
+  return [t * (clip / scaled_norm) for t in scaled], scaled_norm / inverse
 
 
 def adam_rank(per_task: dict, adam: dict) -> float:
