@@ -1,0 +1,185 @@
+"""Which of a model's tensors limit the step size a learned rule can take.
+
+    python -m benchmarks.tensor_steps --weights=<weights>[+field=value...] \
+        --task=stdlib_clm_64 --multiplier=4 \
+        --variant=all= --variant=attention=attention*0.25 \
+        --variant=rest=embedding*1,dense*0.25,attention*0.25,layer_norm*0.25 \
+        [--steps=2000] [--seed=1] [--out_dir=...]
+
+A learned rule has one base step for every tensor (times what it adapts per
+tensor). When a task stalls at a step where others train fine, this tells
+which tensors are responsible: each `--variant` trains the task from the same
+initialization on the same batches with the rule's step multiplied by
+`--multiplier` (the optimizer's learning_rate), and the update of every tensor whose path contains one of the
+variant's substrings further multiplied by that substring's factor
+(`substring*factor`, comma-separated; the first match counts; an empty spec
+scales nothing). The rule itself runs unchanged, as the Keras optimizer users
+get (`mnemosyne_tf.LearnedOptimizer`): its state sees the unscaled update, and
+the scale is applied to the change it makes to the variable. So a variant
+with every factor 1 is exactly `mnemosyne_tf.meta.evaluate`'s run of the rule
+(tests/bench_tensor_steps_test.py).
+
+Printed and written to `--out_dir` (JSON and a markdown table): the
+whole-training-set loss every `--steps`/10 steps of every variant. Only
+meta-training tasks are accepted: this is a tool for design decisions, which
+the held-out tasks must not inform.
+"""
+
+import json
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+
+def parse_scales(spec: str):
+  """'attention*0.25,dense*0.5' -> [("attention", 0.25), ("dense", 0.5)];
+  '' -> []. ValueError names the bad part."""
+  scales = []
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    name, sep, factor = part.rpartition("*")
+    try:
+      value = float(factor)
+    except ValueError:
+      value = math.nan
+    if not sep or not name or not math.isfinite(value) or value < 0:
+      raise ValueError(f"expected substring*factor with a factor >= 0, got {part!r}")
+    scales.append((name, value))
+  return scales
+
+
+def parse_variant(arg: str):
+  """'label=spec' -> (label, scales)."""
+  label, sep, spec = arg.partition("=")
+  if not sep or not label:
+    raise ValueError(f"--variant: expected label=substring*factor,..., got {arg!r}")
+  return label, parse_scales(spec)
+
+
+def factor_of(path: str, scales) -> float:
+  for name, value in scales:
+    if name in path:
+      return value
+  return 1.0
+
+
+def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,
+        record_every: int):
+  """Trains `task` like evaluate.train_curve (same initialization, batches and
+  loss) with the rule of `weights` ('<weights>[+field=value...]') at
+  learning_rate `multiplier` (the rule's step times it) and its updates
+  scaled per tensor by `scales`. Returns {"steps", "loss", "scaled": {path:
+  factor}}."""
+  import keras
+  import tensorflow as tf
+  import mnemosyne_tf
+  from mnemosyne_tf.meta import evaluate
+  from mnemosyne_tf.meta import tasks as tasks_lib
+  keras.utils.set_random_seed(seed)
+  model = tasks_lib.build_model(task.spec, task.x.shape[1:], task.num_classes)
+  for var, value in zip(model.trainable_variables, task.init_params(seed)):
+    var.assign(value)
+  variables = model.trainable_variables
+  factors = [factor_of(v.path, scales) for v in variables]
+  name, overrides = evaluate.parse_weights(weights)
+  optimizer = mnemosyne_tf.LearnedOptimizer(weights=name, network_overrides=overrides or None,
+                                            learning_rate=multiplier)
+  optimizer.build(variables)
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  plain = all(f == 1.0 for f in factors)
+
+  @tf.function
+  def run_chunk(first_step):
+    for i in tf.range(record_every):
+      step = tf.cast(first_step, tf.int32) + i
+      index = tf.random.stateless_uniform([task.spec.batch_size], [seed, step],
+                                          maxval=task.size, dtype=tf.int32)
+      with tf.GradientTape() as tape:
+        loss = loss_fn(tf.gather(task.y, index), model(tf.gather(task.x, index)))
+      grads = tape.gradient(loss, variables)
+      before = [tf.identity(v) for v in variables]
+      optimizer.apply_gradients(zip(grads, variables))
+      if not plain:
+        for var, old, factor in zip(variables, before, factors):
+          if factor != 1.0:
+            var.assign(old + factor * (var - old))
+    return loss_fn(task.y, model(task.x))
+
+  curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))],
+           "scaled": {v.path: f for v, f in zip(variables, factors) if f != 1.0}}
+  for first in range(0, steps, record_every):
+    loss = float(run_chunk(first))
+    curve["steps"].append(first + record_every)
+    curve["loss"].append(loss)
+    if not math.isfinite(loss):
+      break
+  return curve
+
+
+def to_markdown(curves: dict, header: str) -> str:
+  steps = max((c["steps"] for c in curves.values()), key=len)
+  lines = [header, "", "| variant | " + " | ".join(str(s) for s in steps[1:]) + " |",
+           "|---|" + "---|" * (len(steps) - 1)]
+  for label, curve in curves.items():
+    cells = [f"{l:.4g}" for l in curve["loss"][1:]]
+    cells += ["diverged"] * (len(steps) - 1 - len(cells))
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def define_flags():
+  flags.DEFINE_string("weights", None, "Learned-optimizer weights (name or path, optionally "
+                      "+field=value network overrides).", required=True)
+  flags.DEFINE_string("task", "stdlib_clm_64", "A meta-training task (tasks.META_TRAIN).")
+  flags.DEFINE_float("multiplier", 1.0, "Multiplier of the rule's step for every tensor.")
+  flags.DEFINE_multi_string("variant", ["all="], "label=substring*factor,... (repeatable).")
+  flags.DEFINE_integer("steps", 2000, "Training steps per variant.")
+  flags.DEFINE_integer("seed", 1, "Initialization and batch seed.")
+  flags.DEFINE_string("out_dir", None, "Where to write tensor_steps.{json,md}.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  from mnemosyne_tf.meta import tasks as tasks_lib
+  train_names = [s.name for s in tasks_lib.META_TRAIN]
+  if f.task not in train_names:
+    raise app.UsageError(f"--task: {f.task!r} is not a meta-training task ({train_names}); "
+                         "held-out tasks must not inform design decisions")
+  if not (f.multiplier > 0 and math.isfinite(f.multiplier)) or f.steps < 10:
+    raise app.UsageError("need --multiplier > 0 and --steps >= 10")
+  try:
+    variants = dict(parse_variant(v) for v in f.variant)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  if len(variants) != len(f.variant):
+    raise app.UsageError("--variant: every label must be different")
+  task = tasks_lib.Task(tasks_lib.get_spec(f.task))
+  curves = {}
+  for label, scales in variants.items():
+    curves[label] = run(task, f.weights, scales, f.multiplier, f.steps, f.seed, f.steps // 10)
+    print(f"{label}: loss " + " ".join(f"{l:.4g}" for l in curves[label]["loss"]) +
+          f"  (scaled: {len(curves[label]['scaled'])} tensors)", flush=True)
+  header = (f"Whole-set loss of {f.task} trained by {f.weights} at x{f.multiplier:g} its "
+            f"step, seed {f.seed}, per variant (tensor update scales):")
+  table = to_markdown(curves, header)
+  print("\n" + table)
+  if f.out_dir:
+    os.makedirs(f.out_dir, exist_ok=True)
+    with open(os.path.join(f.out_dir, "tensor_steps.json"), "w") as out:
+      json.dump({"weights": f.weights, "task": f.task, "multiplier": f.multiplier,
+                 "seed": f.seed, "steps": f.steps,
+                 "variants": dict(v.partition("=")[::2] for v in f.variant),
+                 "curves": curves}, out, indent=1)
+    with open(os.path.join(f.out_dir, "tensor_steps.md"), "w") as out:
+      out.write(table)
+    print(f"wrote {f.out_dir}/tensor_steps.{{json,md}}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
