@@ -111,7 +111,7 @@ def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,
   curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))],
            "scaled": {v.path: f for v, f in zip(variables, factors) if f != 1.0}}
   for first in range(0, steps, record_every):
-    loss = float(run_chunk(first))
+    loss = float(run_chunk(tf.constant(first, tf.int32)))
     curve["steps"].append(first + record_every)
     curve["loss"].append(loss)
     if not math.isfinite(loss):

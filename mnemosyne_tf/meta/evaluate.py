@@ -93,7 +93,7 @@ def train_curve(task, optimizer_spec: str, steps: int, seed: int, record_every: 
 
   curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))]}
   for first in range(0, steps, record_every):
-    loss = float(run_chunk(first))
+    loss = float(run_chunk(tf.constant(first, tf.int32)))
     curve["steps"].append(first + record_every)
     curve["loss"].append(loss)
     if not math.isfinite(loss):
