@@ -594,9 +594,10 @@ class MetaTrainer:
 
 # A run of this many meta-steps in a row with no finite task meta-gradient
 # ends meta-training with MetaTrainingError. Theta only changes through those
-# gradients, so once every task diverges under it, all later steps do too:
-# a meta learning rate of 1e-3 did this to the second-order LSTM run
-# (lstm_v2.md), which would otherwise have exported the broken theta.
+# gradients, so once every task diverges under it, all later steps do too.
+# A second-order LSTM run at a meta learning rate of 1e-3 got there (its theta
+# turned NaN through tf's clip, see clip_by_global_norm); it would have run
+# on for 140 meta-steps and exported it (benchmarks/results/lstm_v2/README.md).
 MAX_STEPS_WITHOUT_GRADIENT = 10
 
 
@@ -635,9 +636,9 @@ def clip_by_global_norm(tensors: List[tf.Tensor], clip: float):
   a Python float): tf.clip_by_global_norm's result whenever its norm is
   finite, and still exact when that norm overflows float32 (finite entries
   above about 1e19), where tf's returns NaN: a meta-step then wrote NaN into
-  theta (lstm_v2.md). In that case the tensors are first multiplied by a power
-  of two (exact) that brings their largest magnitude into [0.5, 1], so that
-  the sum of squares cannot overflow."""
+  theta (benchmarks/results/lstm_v2/README.md). In that case the tensors are
+  first multiplied by a power of two (exact) that brings their largest
+  magnitude into [0.5, 1], so that the sum of squares cannot overflow."""
   clipped, norm = tf.clip_by_global_norm(tensors, clip)
   if math.isfinite(float(norm)):
     return clipped, float(norm)
