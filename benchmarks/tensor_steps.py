@@ -2,9 +2,11 @@
 
     python -m benchmarks.tensor_steps --weights=<weights>[+field=value...] \
         --task=stdlib_clm_64 --multiplier=4 \
-        --variant=all= --variant=attention=attention*0.25 \
-        --variant=rest=embedding*1,dense*0.25,attention*0.25,layer_norm*0.25 \
+        --variant=all= '--variant=attention=attention*0.25' \
+        '--variant=rest=dense*0.25,attention*0.25,layer_norm*0.25' \
         [--steps=2000] [--seed=1] [--out_dir=...]
+
+(Quote the variants: `*` is a shell wildcard.)
 
 A learned rule has one base step for every tensor (times what it adapts per
 tensor). When a task stalls at a step where others train fine, this tells
@@ -13,11 +15,15 @@ initialization on the same batches with the rule's step multiplied by
 `--multiplier` (the optimizer's learning_rate), and the update of every tensor whose path contains one of the
 variant's substrings further multiplied by that substring's factor
 (`substring*factor`, comma-separated; the first match counts; an empty spec
-scales nothing). The rule itself runs unchanged, as the Keras optimizer users
+scales nothing; a substring that matches no tensor is an error). Paths carry
+Keras's layer numbering (dense, dense_1, ...; the same in every variant), so
+`dense_1` also matches `dense_10`: the stable parts are the safer match
+(attention, query, dense, layer_normalization, embedding). The rule itself runs unchanged, as the Keras optimizer users
 get (`mnemosyne_tf.LearnedOptimizer`): its state sees the unscaled update, and
 the scale is applied to the change it makes to the variable. So a variant
-with every factor 1 is exactly `mnemosyne_tf.meta.evaluate`'s run of the rule
-(tests/bench_tensor_steps_test.py).
+with every factor 1 is `mnemosyne_tf.meta.evaluate`'s run of the rule: the
+same initialization, batches and updates (the losses agree to 1e-6 relative
+in tests/bench_tensor_steps_test.py).
 
 Printed and written to `--out_dir` (JSON and a markdown table): the
 whole-training-set loss every `--steps`/10 steps of every variant. Only
@@ -78,11 +84,16 @@ def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,
   import mnemosyne_tf
   from mnemosyne_tf.meta import evaluate
   from mnemosyne_tf.meta import tasks as tasks_lib
+  keras.backend.clear_session()  # layer names restart: the same paths in every variant
   keras.utils.set_random_seed(seed)
   model = tasks_lib.build_model(task.spec, task.x.shape[1:], task.num_classes)
   for var, value in zip(model.trainable_variables, task.init_params(seed)):
     var.assign(value)
   variables = model.trainable_variables
+  unmatched = [name for name, _ in scales if not any(name in v.path for v in variables)]
+  if unmatched:
+    raise ValueError(f"no tensor of {task.spec.name} has {unmatched} in its path; paths: "
+                     f"{[v.path for v in variables]}")
   factors = [factor_of(v.path, scales) for v in variables]
   name, overrides = evaluate.parse_weights(weights)
   optimizer = mnemosyne_tf.LearnedOptimizer(weights=name, network_overrides=overrides or None,
@@ -150,8 +161,8 @@ def main(argv):
   if f.task not in train_names:
     raise app.UsageError(f"--task: {f.task!r} is not a meta-training task ({train_names}); "
                          "held-out tasks must not inform design decisions")
-  if not (f.multiplier > 0 and math.isfinite(f.multiplier)) or f.steps < 10:
-    raise app.UsageError("need --multiplier > 0 and --steps >= 10")
+  if not (f.multiplier > 0 and math.isfinite(f.multiplier)) or f.steps < 10 or f.steps % 10:
+    raise app.UsageError("need --multiplier > 0 and --steps a positive multiple of 10")
   try:
     variants = dict(parse_variant(v) for v in f.variant)
   except ValueError as e:
@@ -161,7 +172,10 @@ def main(argv):
   task = tasks_lib.Task(tasks_lib.get_spec(f.task))
   curves = {}
   for label, scales in variants.items():
-    curves[label] = run(task, f.weights, scales, f.multiplier, f.steps, f.seed, f.steps // 10)
+    try:
+      curves[label] = run(task, f.weights, scales, f.multiplier, f.steps, f.seed, f.steps // 10)
+    except ValueError as e:
+      raise app.UsageError(f"--variant={label}=...: {e}")
     print(f"{label}: loss " + " ".join(f"{l:.4g}" for l in curves[label]["loss"]) +
           f"  (scaled: {len(curves[label]['scaled'])} tensors)", flush=True)
   header = (f"Whole-set loss of {f.task} trained by {f.weights} at x{f.multiplier:g} its "

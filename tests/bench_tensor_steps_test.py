@@ -1,4 +1,4 @@
-"""The per-tensor step probe: with no scale it is exactly the evaluation's run
+"""The per-tensor step probe: with no scale it is the evaluation's run
 of the Keras optimizer; a scale of 0 freezes the tensors it names; the
 multiplier is the optimizer's learning rate; bad arguments fail first."""
 
@@ -45,17 +45,21 @@ class TensorStepsTest(tf.test.TestCase):
     self.assertNotEqual(frozen["loss"][-1], frozen["loss"][0])
     self.assertGreater(full["loss"][0] - full["loss"][-1],
                        abs(frozen["loss"][0] - frozen["loss"][-1]))
-    # Every tensor scaled by 0 (first match wins): the model does not move.
+    # Every tensor scaled by 0 (first match wins; "" matches every path, which
+    # the command line does not accept): the model does not move.
     none = tensor_steps.run(self.task, "coordinate_v15", [("", 0.0), ("kernel", 1.0)], 1.0,
                             steps=10, seed=2, record_every=10)
     self.assertEqual(none["loss"][-1], none["loss"][0])
-    # A scale of 2 on every tensor is the optimizer's learning rate of 2 for a
-    # rule without weight decay (one step: the state sees the unscaled update).
-    doubled = tensor_steps.run(self.task, "coordinate_v15", [("", 2.0)], 1.0, steps=1, seed=2,
-                               record_every=1)
-    by_rate = tensor_steps.run(self.task, "coordinate_v15", [], 2.0, steps=1, seed=2,
-                               record_every=1)
+    # A scale of 2 on every tensor is the optimizer's learning rate of 2 (the
+    # rule's state never sees the learning rate; no weight decay).
+    doubled = tensor_steps.run(self.task, "coordinate_v15", [("", 2.0)], 1.0, steps=10,
+                               seed=2, record_every=5)
+    by_rate = tensor_steps.run(self.task, "coordinate_v15", [], 2.0, steps=10, seed=2,
+                               record_every=5)
     self.assertAllClose(doubled["loss"], by_rate["loss"], rtol=1e-5, atol=0)
+    with self.assertRaisesRegex(ValueError, "no tensor of iris_mlp_16_relu has \\['atention'\\]"):
+      tensor_steps.run(self.task, "coordinate_v15", [("atention", 0.5)], 1.0, steps=10, seed=2,
+                       record_every=10)
 
   def test_parsing(self):
     self.assertEqual(tensor_steps.parse_variant("a=attention*0.25, dense*1"),
@@ -87,7 +91,9 @@ class TensorStepsTest(tf.test.TestCase):
     for args, message in ((["--task=descr_lm_64"], "not a meta-training task"),
                           (["--variant=a=x*-2"], "factor >= 0"),
                           (["--variant=a=", "--variant=a=x*1"], "must be different"),
-                          (["--multiplier=0"], "multiplier > 0")):
+                          (["--multiplier=0"], "multiplier > 0"),
+                          (["--steps=25"], "multiple of 10"),
+                          (["--variant=a=dense*1,atention*0.5"], "no tensor of")):
       bad = subprocess.run(base + args, cwd=_ROOT, capture_output=True, text=True, timeout=600)
       self.assertNotEqual(bad.returncode, 0, args)
       self.assertIn(message, bad.stderr, args)

@@ -159,14 +159,22 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
   def test_global_norm_clip_is_exact_when_the_norm_overflows(self):
     """Finite entries whose squares overflow float32: tf.clip_by_global_norm
     gives NaN; ours gives the direction scaled to the clip (float64 reference)."""
-    tensors = [tf.constant([1e20, -3e20], tf.float32), tf.constant([[4e20]], tf.float32)]
-    self.assertFalse(np.all(np.isfinite(tf.clip_by_global_norm(tensors, 1.0)[0][0])))
-    clipped, norm = trainer_lib.clip_by_global_norm(tensors, 2.0)
-    flat = np.concatenate([t.numpy().astype(np.float64).ravel() for t in tensors])
-    self.assertAllClose(norm / np.linalg.norm(flat), 1.0, rtol=1e-6, atol=0)
-    for got, t in zip(clipped, tensors):
-      self.assertAllClose(got, t.numpy().astype(np.float64) * 2.0 / np.linalg.norm(flat),
-                          rtol=1e-6, atol=0)
+    cases = (([1e20, -3e20, 1e-19], [[4e20]], 1e6),  # a tiny entry keeps its share
+             ([3e38, -3e38, 2.0 ** 126], [[1e10]], 1.0))  # near float32's largest
+    for first, second, clip in cases:
+      tensors = [tf.constant(first, tf.float32), tf.constant(second, tf.float32)]
+      self.assertFalse(np.all(np.isfinite(tf.clip_by_global_norm(tensors, clip)[0][0])))
+      clipped, norm = trainer_lib.clip_by_global_norm(tensors, clip)
+      flat = np.concatenate([t.numpy().astype(np.float64).ravel() for t in tensors])
+      self.assertAllClose(norm / np.linalg.norm(flat), 1.0, rtol=1e-6, atol=0)
+      for got, t in zip(clipped, tensors):
+        self.assertEqual(got.dtype, tf.float32)
+        self.assertAllClose(got, t.numpy().astype(np.float64) * clip / np.linalg.norm(flat),
+                            rtol=1e-6, atol=0)
+    self.assertNotEqual(float(trainer_lib.clip_by_global_norm(
+        [tf.constant([1e20, -3e20, 1e-19])], 1e6)[0][0][2]), 0.0)
+    with self.assertRaisesRegex(ValueError, "non-finite"):
+      trainer_lib.clip_by_global_norm([tf.constant([np.inf, 1e20])], 1.0)
     # Otherwise it is tf.clip_by_global_norm, bit for bit.
     small = [tf.constant([3.0, -4.0]), tf.constant([12.0])]
     for clip in (1.0, 100.0):

@@ -294,17 +294,22 @@ class MetaTrainer:
         if all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grad.values()):
           if cfg.meta_grad_task_normalization and 0 < norm < math.inf:
             grad = {k: g / norm for k, g in grad.items()}
+          elif cfg.meta_grad_task_normalization and norm == math.inf:  # overflowed
+            keys = sorted(grad)
+            grad = dict(zip(keys, clip_by_global_norm([grad[k] for k in keys], 1.0)[0]))
           grads.append(grad)
       grad_norm = self._apply_meta_gradient(grads)
+      used = len(grads) if math.isfinite(grad_norm) else 0  # 0: theta did not change
       self.meta_step.assign(step + 1)
       self.wall_seconds.assign(start_wall + time.time() - started)
-      self._record(step + 1, losses, grad_norm, len(grads), log, norms)
-      failed_since = None if grads else (step + 1 if failed_since is None else failed_since)
+      self._record(step + 1, losses, grad_norm, used, log, norms)
+      failed_since = None if used else (step + 1 if failed_since is None else failed_since)
       if failed_since is not None and step + 2 - failed_since >= MAX_STEPS_WITHOUT_GRADIENT:
         raise MetaTrainingError(
             f"meta-training diverged: no task gave a finite meta-gradient in "
             f"{MAX_STEPS_WITHOUT_GRADIENT} meta-steps in a row (meta-steps {failed_since}-"
-            f"{step + 1}): theta has not changed since and cannot recover; not exporting. "
+            f"{step + 1}): theta has not changed since meta-step {failed_since - 1} and is "
+            f"unlikely to recover; not exporting. "
             f"Losses per task: {self.metrics_path}. Start again in a new workdir with a "
             "lower meta_learning_rate or meta_grad_clip.")
       if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.meta_steps:
@@ -312,11 +317,14 @@ class MetaTrainer:
     return self.export(calibration=self.calibrate(log))
 
   def _apply_meta_gradient(self, grads: List[dict]) -> float:
+    """One Adam step on theta from the mean of `grads`: its clipped global norm,
+    or NaN if there was no step (no gradient, or finite task gradients whose
+    sum overflows float32)."""
     if not grads:
       return float("nan")
     mean = {k: tf.add_n([g[k] for g in grads]) / len(grads) for k in self.theta}
     if not all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in mean.values()):
-      return float("nan")  # finite task gradients whose sum overflows: no step
+      return float("nan")
     clipped, norm = clip_by_global_norm([mean[k] for k in sorted(mean)],
                                         self.cfg.meta_grad_clip)
     t = tf.cast(self.meta_step + 1, tf.float32)
@@ -593,7 +601,8 @@ class MetaTrainer:
 
 
 # A run of this many meta-steps in a row with no finite task meta-gradient
-# ends meta-training with MetaTrainingError. Theta only changes through those
+# (no change to theta) ends meta-training with MetaTrainingError. The count
+# starts again when a run resumes. Theta only changes through those
 # gradients, so once every task diverges under it, all later steps do too.
 # A second-order LSTM run at a meta learning rate of 1e-3 got there (its theta
 # turned NaN through tf's clip, see clip_by_global_norm); it would have run
@@ -633,22 +642,20 @@ def choose_multiplier(scores: Dict[float, float], margin: float = 1.0):
 
 def clip_by_global_norm(tensors: List[tf.Tensor], clip: float):
   """(tensors scaled to a global norm of at most `clip`, their global norm as
-  a Python float): tf.clip_by_global_norm's result whenever its norm is
-  finite, and still exact when that norm overflows float32 (finite entries
-  above about 1e19), where tf's returns NaN: a meta-step then wrote NaN into
-  theta (benchmarks/results/lstm_v2/README.md). In that case the tensors are
-  first multiplied by a power of two (exact) that brings their largest
-  magnitude into [0.5, 1], so that the sum of squares cannot overflow."""
+  a Python float): tf.clip_by_global_norm's result, bit for bit, whenever its
+  norm is finite. When the sum of squares of finite float32 entries overflows,
+  tf's returns NaN (a meta-step then wrote NaN into theta:
+  benchmarks/results/lstm_v2/README.md); this computes the norm and the
+  scaling in float64 instead, where it cannot overflow. ValueError for
+  non-finite entries."""
   clipped, norm = tf.clip_by_global_norm(tensors, clip)
   if math.isfinite(float(norm)):
     return clipped, float(norm)
-  largest = float(tf.reduce_max([tf.reduce_max(tf.abs(t)) for t in tensors]))
-  if not math.isfinite(largest):
+  if not all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in tensors):
     raise ValueError("clip_by_global_norm: the tensors have non-finite entries")
-  inverse = 2.0 ** -math.frexp(largest)[1]  # largest * inverse in [0.5, 1)
-  scaled = [t * tf.constant(inverse, t.dtype) for t in tensors]
-  scaled_norm = float(tf.linalg.global_norm(scaled))
-  return [t * (clip / scaled_norm) for t in scaled], scaled_norm / inverse
+  wide = [tf.cast(t, tf.float64) for t in tensors]
+  norm = float(tf.linalg.global_norm(wide))
+  return [tf.cast(w * (clip / norm), t.dtype) for w, t in zip(wide, tensors)], norm
 
 
 def adam_rank(per_task: dict, adam: dict) -> float:
