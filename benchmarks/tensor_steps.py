@@ -74,60 +74,28 @@ def factor_of(path: str, scales) -> float:
 
 def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,
         record_every: int):
-  """Trains `task` like evaluate.train_curve (same initialization, batches and
-  loss) with the rule of `weights` ('<weights>[+field=value...]') at
-  learning_rate `multiplier` (the rule's step times it) and its updates
-  scaled per tensor by `scales`. Returns {"steps", "loss", "scaled": {path:
-  factor}}."""
+  """`evaluate.train_curve` (the same initialization, batches and loss) with
+  the rule of `weights` ('<weights>[+field=value...]') at learning_rate
+  `multiplier` (the rule's step times it) and its updates scaled per tensor
+  by `scales`. Returns {"steps", "loss", "scaled": {path: factor}}; ValueError
+  if a substring of `scales` matches no tensor."""
   import keras
-  import tensorflow as tf
   import mnemosyne_tf
   from mnemosyne_tf.meta import evaluate
   from mnemosyne_tf.meta import tasks as tasks_lib
   keras.backend.clear_session()  # layer names restart: the same paths in every variant
-  keras.utils.set_random_seed(seed)
-  model = tasks_lib.build_model(task.spec, task.x.shape[1:], task.num_classes)
-  for var, value in zip(model.trainable_variables, task.init_params(seed)):
-    var.assign(value)
-  variables = model.trainable_variables
-  unmatched = [name for name, _ in scales if not any(name in v.path for v in variables)]
+  paths = [v.path for v in tasks_lib.build_model(task.spec, task.x.shape[1:],
+                                                 task.num_classes).trainable_variables]
+  unmatched = [name for name, _ in scales if not any(name in path for path in paths)]
   if unmatched:
-    raise ValueError(f"no tensor of {task.spec.name} has {unmatched} in its path; paths: "
-                     f"{[v.path for v in variables]}")
-  factors = [factor_of(v.path, scales) for v in variables]
+    raise ValueError(f"no tensor of {task.spec.name} has {unmatched} in its path; "
+                     f"paths: {paths}")
+  keras.backend.clear_session()  # the run's model gets the paths just checked
   name, overrides = evaluate.parse_weights(weights)
-  optimizer = mnemosyne_tf.LearnedOptimizer(weights=name, network_overrides=overrides or None,
-                                            learning_rate=multiplier)
-  optimizer.build(variables)
-  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  plain = all(f == 1.0 for f in factors)
-
-  @tf.function
-  def run_chunk(first_step):
-    for i in tf.range(record_every):
-      step = tf.cast(first_step, tf.int32) + i
-      index = tf.random.stateless_uniform([task.spec.batch_size], [seed, step],
-                                          maxval=task.size, dtype=tf.int32)
-      with tf.GradientTape() as tape:
-        loss = loss_fn(tf.gather(task.y, index), model(tf.gather(task.x, index)))
-      grads = tape.gradient(loss, variables)
-      before = [tf.identity(v) for v in variables]
-      optimizer.apply_gradients(zip(grads, variables))
-      if not plain:
-        for var, old, factor in zip(variables, before, factors):
-          if factor != 1.0:
-            var.assign(old + factor * (var - old))
-    return loss_fn(task.y, model(task.x))
-
-  curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))],
-           "scaled": {v.path: f for v, f in zip(variables, factors) if f != 1.0}}
-  for first in range(0, steps, record_every):
-    loss = float(run_chunk(tf.constant(first, tf.int32)))
-    curve["steps"].append(first + record_every)
-    curve["loss"].append(loss)
-    if not math.isfinite(loss):
-      break
-  return curve
+  return evaluate.train_curve(
+      task, lambda: mnemosyne_tf.LearnedOptimizer(
+          weights=name, network_overrides=overrides or None, learning_rate=multiplier),
+      steps, seed, record_every, scale_of=lambda path: factor_of(path, scales))
 
 
 def to_markdown(curves: dict, header: str) -> str:

@@ -64,20 +64,30 @@ def make_optimizer(spec: str):
   raise ValueError(f"unknown optimizer spec {spec!r}")
 
 
-def train_curve(task, optimizer_spec: str, steps: int, seed: int, record_every: int,
-                jit_compile: bool = False):
+def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
+                jit_compile: bool = False, scale_of=None):
   """Trains `task` with a fresh optimizer; whole-training-set loss every
-  `record_every` steps (and at 0). Returns {"steps": [...], "loss": [...]}."""
+  `record_every` steps (and at 0). Returns {"steps": [...], "loss": [...]}.
+
+  `optimizer_spec` is a `make_optimizer` spec, or a function that returns a
+  fresh Keras optimizer. `scale_of` (optional, for
+  benchmarks/tensor_steps.py) maps a variable's path to a factor: each step's
+  change of that variable is multiplied by it (the optimizer's state does not
+  see it); the curve then also has "scaled": {path: factor} for the factors
+  that are not 1."""
   import keras
   import tensorflow as tf
   from mnemosyne_tf.meta import tasks as tasks_lib
   keras.utils.set_random_seed(seed)
   model = tasks_lib.build_model(task.spec, task.x.shape[1:], task.num_classes)
-  for var, value in zip(model.trainable_variables, task.init_params(seed)):
+  variables = model.trainable_variables
+  for var, value in zip(variables, task.init_params(seed)):
     var.assign(value)
-  optimizer = make_optimizer(optimizer_spec)
-  optimizer.build(model.trainable_variables)
+  optimizer = (make_optimizer(optimizer_spec) if isinstance(optimizer_spec, str)
+               else optimizer_spec())
+  optimizer.build(variables)
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  factors = [scale_of(v.path) if scale_of else 1.0 for v in variables]
 
   @tf.function(jit_compile=jit_compile)
   def run_chunk(first_step):
@@ -87,11 +97,17 @@ def train_curve(task, optimizer_spec: str, steps: int, seed: int, record_every: 
                                           maxval=task.size, dtype=tf.int32)
       with tf.GradientTape() as tape:
         loss = loss_fn(tf.gather(task.y, index), model(tf.gather(task.x, index)))
-      grads = tape.gradient(loss, model.trainable_variables)
-      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      grads = tape.gradient(loss, variables)
+      before = [tf.identity(v) if f != 1.0 else None for v, f in zip(variables, factors)]
+      optimizer.apply_gradients(zip(grads, variables))
+      for var, old, factor in zip(variables, before, factors):
+        if factor != 1.0:
+          var.assign(old + factor * (var - old))
     return loss_fn(task.y, model(task.x))
 
   curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))]}
+  if scale_of:
+    curve["scaled"] = {v.path: f for v, f in zip(variables, factors) if f != 1.0}
   for first in range(0, steps, record_every):
     loss = float(run_chunk(tf.constant(first, tf.int32)))
     curve["steps"].append(first + record_every)
