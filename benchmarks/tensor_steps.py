@@ -26,7 +26,10 @@ same initialization, batches and updates (the losses agree to 1e-6 relative
 in tests/bench_tensor_steps_test.py).
 
 Printed and written to `--out_dir` (JSON and a markdown table): the
-whole-training-set loss every `--steps`/10 steps of every variant. Only
+whole-training-set loss every `--steps`/10 steps of every variant; with
+`--stats` also, per tensor, the means of `TensorStats` (the step
+adaptation's agreement signal, the cosine of consecutive gradients, the
+relative update size), to look for what tells tensors apart. Only
 meta-training tasks are accepted: this is a tool for design decisions, which
 the held-out tasks must not inform.
 """
@@ -72,13 +75,71 @@ def factor_of(path: str, scales) -> float:
   return 1.0
 
 
+class TensorStats:
+  """Per-tensor statistics of a run, accumulated in the traced loop (an
+  `after_update` of evaluate.train_curve). With g_t a tensor's gradient at
+  step t and u_t its change in that step (after any scale):
+    agreement:       mean over t >= 2 of cos(g_t, -u_{t-1}): > 0 while the
+                     new gradient still points along the last move (the step
+                     adaptation's signal, core/step_adaptation.py), < 0 when
+                     the move overshot;
+    gradient_cos:    mean over t >= 2 of cos(g_t, g_{t-1}): near 0 when the
+                     minibatch noise dominates the gradient;
+    relative_update: mean over t of |u_t| / |p_{t-1}|.
+  Cosines with a zero vector, and the relative update of a zero tensor (a
+  bias at its initial 0), count as 0."""
+
+  NAMES = ("agreement", "gradient_cos", "relative_update")
+
+  def __init__(self):
+    self._state = None
+
+  def __call__(self, variables, grads, before):
+    import tensorflow as tf
+    if self._state is None:
+      with tf.init_scope():  # created once, outside the traced function
+        self._state = (
+            tf.Variable(tf.zeros([len(variables), 3]), trainable=False),
+            tf.Variable(0, trainable=False),
+            [tf.Variable(tf.zeros([v.shape.num_elements()]), trainable=False)
+             for v in variables],
+            [tf.Variable(tf.zeros([v.shape.num_elements()]), trainable=False)
+             for v in variables])
+    sums, count, previous_grads, previous_updates = self._state
+
+    def cos(a, b):
+      return tf.math.divide_no_nan(tf.reduce_sum(a * b), tf.norm(a) * tf.norm(b))
+
+    rows = []
+    for var, grad, old, previous_grad, previous_update in zip(
+        variables, grads, before, previous_grads, previous_updates):
+      g = tf.reshape(tf.cast(tf.convert_to_tensor(grad), tf.float32), [-1])
+      old = tf.reshape(tf.cast(old, tf.float32), [-1])
+      u = tf.reshape(tf.cast(var, tf.float32), [-1]) - old
+      rows.append(tf.stack([cos(g, -previous_update), cos(g, previous_grad),
+                            tf.math.divide_no_nan(tf.norm(u), tf.norm(old))]))
+      previous_grad.assign(g)
+      previous_update.assign(u)
+    sums.assign_add(tf.stack(rows))
+    count.assign_add(1)
+
+  def summary(self, paths) -> dict:
+    """{path: {name: mean}} (after a run of at least 2 steps)."""
+    sums, count = self._state[0].numpy(), int(self._state[1].numpy())
+    return {path: {"agreement": float(row[0] / (count - 1)),
+                   "gradient_cos": float(row[1] / (count - 1)),
+                   "relative_update": float(row[2] / count)}
+            for path, row in zip(paths, sums)}
+
+
 def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,
-        record_every: int):
+        record_every: int, stats: bool = False):
   """`evaluate.train_curve` (the same initialization, batches and loss) with
   the rule of `weights` ('<weights>[+field=value...]') at learning_rate
   `multiplier` (the rule's step times it) and its updates scaled per tensor
-  by `scales`. Returns {"steps", "loss", "scaled": {path: factor}}; ValueError
-  if a substring of `scales` matches no tensor."""
+  by `scales`. Returns {"steps", "loss", "scaled": {path: factor}}, and with
+  `stats` "tensors": `TensorStats.summary`; ValueError if a substring of
+  `scales` matches no tensor."""
   import keras
   import mnemosyne_tf
   from mnemosyne_tf.meta import evaluate
@@ -92,10 +153,15 @@ def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,
                      f"paths: {paths}")
   keras.backend.clear_session()  # the run's model gets the paths just checked
   name, overrides = evaluate.parse_weights(weights)
-  return evaluate.train_curve(
+  observer = TensorStats() if stats else None
+  curve = evaluate.train_curve(
       task, lambda: mnemosyne_tf.LearnedOptimizer(
           weights=name, network_overrides=overrides or None, learning_rate=multiplier),
-      steps, seed, record_every, scale_of=lambda path: factor_of(path, scales))
+      steps, seed, record_every, scale_of=lambda path: factor_of(path, scales),
+      after_update=observer)
+  if observer:
+    curve["tensors"] = observer.summary(paths)
+  return curve
 
 
 def to_markdown(curves: dict, header: str) -> str:
@@ -106,6 +172,13 @@ def to_markdown(curves: dict, header: str) -> str:
     cells = [f"{l:.4g}" for l in curve["loss"][1:]]
     cells += ["diverged"] * (len(steps) - 1 - len(cells))
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  for label, curve in curves.items():
+    if "tensors" in curve:
+      lines += ["", f"Per-tensor means, variant {label} (TensorStats):", "",
+                "| tensor | " + " | ".join(TensorStats.NAMES) + " |",
+                "|---|" + "---|" * len(TensorStats.NAMES)]
+      lines += [f"| {path} | " + " | ".join(f"{row[n]:.3g}" for n in TensorStats.NAMES) + " |"
+                for path, row in curve["tensors"].items()]
   return "\n".join(lines) + "\n"
 
 
@@ -118,6 +191,7 @@ def define_flags():
   flags.DEFINE_integer("steps", 2000, "Training steps per variant.")
   flags.DEFINE_integer("seed", 1, "Initialization and batch seed.")
   flags.DEFINE_string("out_dir", None, "Where to write tensor_steps.{json,md}.")
+  flags.DEFINE_bool("stats", False, "Also report per-tensor statistics (TensorStats).")
 
 
 def main(argv):
@@ -141,7 +215,8 @@ def main(argv):
   curves = {}
   for label, scales in variants.items():
     try:
-      curves[label] = run(task, f.weights, scales, f.multiplier, f.steps, f.seed, f.steps // 10)
+      curves[label] = run(task, f.weights, scales, f.multiplier, f.steps, f.seed, f.steps // 10,
+                          stats=f.stats)
     except ValueError as e:
       raise app.UsageError(f"--variant={label}=...: {e}")
     print(f"{label}: loss " + " ".join(f"{l:.4g}" for l in curves[label]["loss"]) +

@@ -61,6 +61,44 @@ class TensorStepsTest(tf.test.TestCase):
       tensor_steps.run(self.task, "coordinate_v15", [("atention", 0.5)], 1.0, steps=10, seed=2,
                        record_every=10)
 
+  def test_tensor_stats_against_a_replay_of_sgd(self):
+    """TensorStats in the traced loop of evaluate.train_curve, with plain SGD
+    (u_t = -lr g_t), against the same 4 steps replayed in numpy from the
+    task's own loss and batches."""
+    import keras
+    lr, seed, steps = 0.1, 3, 4
+    stats = tensor_steps.TensorStats()
+    evaluate.train_curve(self.task, lambda: keras.optimizers.SGD(lr), steps, seed,
+                         record_every=2, after_update=stats)
+    params = [tf.Variable(p) for p in self.task.init_params(seed)]
+    grads, updates, norms = [], [], []
+    for step in range(steps):
+      index = tf.random.stateless_uniform([self.task.spec.batch_size], [seed, step],
+                                          maxval=self.task.size, dtype=tf.int32)
+      with tf.GradientTape() as tape:
+        loss = self.task.loss(params, tf.gather(self.task.x, index),
+                              tf.gather(self.task.y, index))
+      raw = tape.gradient(loss, params)
+      g = [x.numpy().astype(np.float64).ravel() for x in raw]
+      norms.append([np.linalg.norm(p.numpy().astype(np.float64)) for p in params])
+      for p, gi in zip(params, raw):
+        p.assign_sub(lr * gi)
+      grads.append(g)
+      updates.append([-lr * gi for gi in g])
+    cos = lambda a, b: float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    paths = [f"t{i}" for i in range(len(params))]
+    summary = stats.summary(paths)
+    for i, path in enumerate(paths):
+      expected = {
+          "agreement": np.mean([cos(grads[t][i], -updates[t - 1][i]) for t in range(1, steps)]),
+          "gradient_cos": np.mean([cos(grads[t][i], grads[t - 1][i]) for t in range(1, steps)]),
+          "relative_update": np.mean([np.linalg.norm(updates[t][i]) / norms[t][i]
+                                      if norms[t][i] else 0.0 for t in range(steps)])}
+      for name, value in expected.items():
+        self.assertAllClose(summary[path][name], value, rtol=1e-4, atol=1e-6, msg=(path, name))
+    # Under SGD the update is the negated gradient: agreement = gradient_cos.
+    self.assertAllClose(summary["t0"]["agreement"], summary["t0"]["gradient_cos"], rtol=1e-5)
+
   def test_parsing(self):
     self.assertEqual(tensor_steps.parse_variant("a=attention*0.25, dense*1"),
                      ("a", [("attention", 0.25), ("dense", 1.0)]))
@@ -77,7 +115,7 @@ class TensorStepsTest(tf.test.TestCase):
     out_dir = self.create_tempdir().full_path
     base = [sys.executable, "-m", "benchmarks.tensor_steps", "--weights=coordinate_v15",
             "--task=iris_mlp_16_relu", "--steps=10"]
-    done = subprocess.run(base + ["--variant=all=", "--variant=frozen=kernel*0",
+    done = subprocess.run(base + ["--variant=all=", "--variant=frozen=kernel*0", "--stats",
                                   f"--out_dir={out_dir}"],
                           cwd=_ROOT, capture_output=True, text=True, timeout=600)
     self.assertEqual(done.returncode, 0, done.stderr[-2000:])
@@ -86,8 +124,13 @@ class TensorStepsTest(tf.test.TestCase):
     self.assertEqual(result["variants"], {"all": "", "frozen": "kernel*0"})
     self.assertLen(result["curves"]["all"]["loss"], 11)
     self.assertTrue(np.all(np.isfinite(result["curves"]["frozen"]["loss"])))
+    frozen = result["curves"]["frozen"]["tensors"]
+    for path, row in frozen.items():  # a frozen tensor never moves
+      self.assertEqual(row["relative_update"] == 0.0, "kernel" in path, path)
     with open(os.path.join(out_dir, "tensor_steps.md")) as f:
-      self.assertIn("| frozen |", f.read())
+      table = f.read()
+    self.assertIn("| frozen |", table)
+    self.assertIn("Per-tensor means, variant frozen", table)
     for args, message in ((["--task=descr_lm_64"], "not a meta-training task"),
                           (["--variant=a=x*-2"], "factor >= 0"),
                           (["--variant=a=", "--variant=a=x*1"], "must be different"),

@@ -65,7 +65,7 @@ def make_optimizer(spec: str):
 
 
 def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
-                jit_compile: bool = False, scale_of=None):
+                jit_compile: bool = False, scale_of=None, after_update=None):
   """Trains `task` with a fresh optimizer; whole-training-set loss every
   `record_every` steps (and at 0). Returns {"steps": [...], "loss": [...]}.
 
@@ -74,7 +74,9 @@ def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
   benchmarks/tensor_steps.py) maps a variable's path to a factor: each step's
   change of that variable is multiplied by it (the optimizer's state does not
   see it); the curve then also has "scaled": {path: factor} for the factors
-  that are not 1."""
+  that are not 1. `after_update` (optional) is called in the traced loop
+  after every step as after_update(variables, grads, before), `before` the
+  variables' values before the step."""
   import keras
   import tensorflow as tf
   from mnemosyne_tf.meta import tasks as tasks_lib
@@ -98,11 +100,14 @@ def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
       with tf.GradientTape() as tape:
         loss = loss_fn(tf.gather(task.y, index), model(tf.gather(task.x, index)))
       grads = tape.gradient(loss, variables)
-      before = [tf.identity(v) if f != 1.0 else None for v, f in zip(variables, factors)]
+      before = [tf.identity(v) if f != 1.0 or after_update else None
+                for v, f in zip(variables, factors)]
       optimizer.apply_gradients(zip(grads, variables))
       for var, old, factor in zip(variables, before, factors):
         if factor != 1.0:
           var.assign(old + factor * (var - old))
+      if after_update:
+        after_update(variables, grads, before)
     return loss_fn(task.y, model(task.x))
 
   curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))]}
