@@ -114,6 +114,51 @@ class WorkdirTest(tf.test.TestCase):
       train.check_workdir_config(workdir, other)
     self.assertTrue(os.path.exists(os.path.join(workdir, "config.yaml")))
 
+  def test_retracing_warnings_of_per_task_functions_are_dropped_others_kept(self):
+    import logging
+
+    class Capture(logging.Handler):
+      def __init__(self):
+        super().__init__()
+        self.messages = []
+
+      def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    # Like the trainer's: one tf.function per task from the same code. TF
+    # warns at most twice per code object, so each phase has its own.
+    def make_before():
+      @tf.function
+      def segment(x):
+        return x * 2.0
+      return segment
+
+    def make_after():
+      @tf.function
+      def segment(x):
+        return x * 3.0
+      return segment
+
+    logger = tf.get_logger()
+    capture = Capture()
+    logger.addHandler(capture)
+    saved_filters = list(logger.filters)
+    try:
+      for _ in range(7):
+        make_before()(tf.constant(1.0))
+      self.assertTrue(any("retracing" in m for m in capture.messages))  # TF warns
+      capture.messages.clear()
+      train.quiet_retracing_warnings()
+      train.quiet_retracing_warnings()  # installs one filter, not two
+      self.assertLen(logger.filters, len(saved_filters) + 1)
+      for _ in range(7):
+        make_after()(tf.constant(1.0))
+      logger.warning("another warning")
+      self.assertEqual(capture.messages, ["another warning"])
+    finally:
+      logger.removeHandler(capture)
+      logger.filters[:] = saved_filters
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -48,6 +48,26 @@ def check_workdir_config(workdir: str, cfg) -> None:
     f.write(cfg.to_yaml())
 
 
+def quiet_retracing_warnings() -> None:
+  """Drops TensorFlow's "triggered tf.function retracing" warnings from its
+  logger. The trainer compiles one segment function per task from the same
+  Python code, and TensorFlow counts every task's first trace as a retrace:
+  with more than four tasks it warns, suggesting a bug that is not there
+  (each task's function is traced once: its arguments are tensors of fixed
+  shapes). Other TensorFlow warnings pass."""
+  import logging
+  import tensorflow as tf
+
+  class _Filter(logging.Filter):
+    def filter(self, record):
+      return "triggered tf.function retracing" not in record.getMessage()
+
+  logger = tf.get_logger()
+  if not any(type(f).__name__ == "_Filter" and f.__module__ == __name__
+             for f in logger.filters):
+    logger.addFilter(_Filter())
+
+
 def define_flags():
   """Defines this binary's flags (only when it runs as a binary)."""
   flags.DEFINE_string("config", None, "Meta-training config (YAML).", required=True)
@@ -60,6 +80,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from absl import logging
   logging.set_verbosity(logging.WARNING)
+  quiet_retracing_warnings()
   try:
     cfg = load_config(flags.FLAGS.config, flags.FLAGS.meta_steps)
     check_workdir_config(flags.FLAGS.workdir, cfg)
