@@ -86,8 +86,9 @@ class TensorStats:
     gradient_cos:    mean over t >= 2 of cos(g_t, g_{t-1}): near 0 when the
                      minibatch noise dominates the gradient;
     relative_update: mean over t of |u_t| / |p_{t-1}|.
-  Cosines with a zero vector, and the relative update of a zero tensor (a
-  bias at its initial 0), count as 0."""
+  The cosines are the step adaptation's own (`step_adaptation.agreement`,
+  exact to about 1e-9 per coordinate); with a zero vector they are 0, and so
+  is the relative update of a zero tensor (a bias at its initial 0)."""
 
   NAMES = ("agreement", "gradient_cos", "relative_update")
 
@@ -105,11 +106,9 @@ class TensorStats:
              for v in variables],
             [tf.Variable(tf.zeros([v.shape.num_elements()]), trainable=False)
              for v in variables])
+    from mnemosyne_tf.core import step_adaptation
+    cos = step_adaptation.agreement  # the rule's own cosine (0 with a zero vector)
     sums, count, previous_grads, previous_updates = self._state
-
-    def cos(a, b):
-      return tf.math.divide_no_nan(tf.reduce_sum(a * b), tf.norm(a) * tf.norm(b))
-
     rows = []
     for var, grad, old, previous_grad, previous_update in zip(
         variables, grads, before, previous_grads, previous_updates):

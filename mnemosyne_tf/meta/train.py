@@ -9,6 +9,7 @@ tensorboard/, metrics.jsonl, meta_training_curve.png and weights.npz (the
 parameter-only weights file, loadable with `Mnemosyne(weights=...)`).
 """
 
+import logging
 import os
 import shlex
 import sys
@@ -48,24 +49,24 @@ def check_workdir_config(workdir: str, cfg) -> None:
     f.write(cfg.to_yaml())
 
 
+class _SkipRetracingWarnings(logging.Filter):
+  def filter(self, record):
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+_SKIP_RETRACING_WARNINGS = _SkipRetracingWarnings()
+
+
 def quiet_retracing_warnings() -> None:
   """Drops TensorFlow's "triggered tf.function retracing" warnings from its
   logger. The trainer compiles one segment function per task from the same
   Python code, and TensorFlow counts every task's first trace as a retrace:
   with more than four tasks it warns, suggesting a bug that is not there
   (each task's function is traced once: its arguments are tensors of fixed
-  shapes). Other TensorFlow warnings pass."""
-  import logging
+  shapes). Other TensorFlow warnings pass. Adding the filter twice adds it
+  once (logging.Filterer keeps one of each object)."""
   import tensorflow as tf
-
-  class _Filter(logging.Filter):
-    def filter(self, record):
-      return "triggered tf.function retracing" not in record.getMessage()
-
-  logger = tf.get_logger()
-  if not any(type(f).__name__ == "_Filter" and f.__module__ == __name__
-             for f in logger.filters):
-    logger.addFilter(_Filter())
+  tf.get_logger().addFilter(_SKIP_RETRACING_WARNINGS)
 
 
 def define_flags():
@@ -78,8 +79,8 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
   quiet_retracing_warnings()
   try:
     cfg = load_config(flags.FLAGS.config, flags.FLAGS.meta_steps)
