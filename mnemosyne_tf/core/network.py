@@ -18,7 +18,9 @@ cannot blow up however long training runs. `learning_rate` is a
 dimensionless multiplier (1.0 = the meta-learned step size); weight decay is
 decoupled and scaled like in AdamW's schedule multiplier. With
 `step_adaptation_rate` > 0 the step is also multiplied by a per-tensor gain
-exp(l_t) that the rule adapts online (`step_adaptation.py`).
+exp(l_t) that the rule adapts online (`step_adaptation.py`); with
+`max_relative_update` > 0 a kernel's step is bounded relative to the kernel
+(`bound_relative_update`).
 
 Layer l of the CAM stack, with H heads, reads input u (x_t for l = 0, else x_t
 concatenated with the previous layer's read-out, flattened value-major):
@@ -51,6 +53,8 @@ Theta = learned_optimizer.Theta
 # theta entries that are fixed for the life of a state and never meta-trained.
 FIXED_SUFFIXES = ("/projection",)
 OUTPUT_NORMALIZATIONS = ("rms", "none")
+# rms(param) below this counts as this in the relative-update bound.
+DEFAULT_RELATIVE_UPDATE_FLOOR = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +100,16 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       It adds two floats per coordinate to the state; theta is unchanged.
     step_adaptation_bound: the adapted step stays within exp(+/- this) of the
       learned one.
+    max_relative_update: > 0 bounds every step of a tensor of rank >= 2:
+      rms(update) <= this * max(rms(param), relative_update_floor)
+      (`bound_relative_update`); 0 (the default, and weights made before it):
+      no bound. theta and the state are unchanged.
+    relative_update_floor: see max_relative_update.
   """
   # Not annotated fields: class constants. Options added after weights were
   # shipped, left out of config dicts while at their defaults.
-  omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound")
+  omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound",
+                     "max_relative_update", "relative_update_floor")
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -116,11 +126,19 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   odd_in_gradient: bool = False
   step_adaptation_rate: float = 0.0
   step_adaptation_bound: float = 3.0
+  max_relative_update: float = 0.0
+  relative_update_floor: float = DEFAULT_RELATIVE_UPDATE_FLOOR
 
   def __post_init__(self):
     check_gradient_eps(self.gradient_eps, type(self).__name__)
     step_adaptation.check_config(self.step_adaptation_rate, self.step_adaptation_bound,
                                  type(self).__name__)
+    for name, value, low_open in (("max_relative_update", self.max_relative_update, False),
+                                  ("relative_update_floor", self.relative_update_floor, True)):
+      if (isinstance(value, bool) or not isinstance(value, (int, float))
+          or not (0 < value if low_open else 0 <= value) or not value <= 1):
+        raise ValueError(f"CoordinateConfig.{name} must be a float in "
+                         f"{'(' if low_open else '['}0, 1], got {value!r}")
     if not isinstance(self.odd_in_gradient, bool):
       raise ValueError("CoordinateConfig.odd_in_gradient must be true or false, got "
                        f"{self.odd_in_gradient!r}")
@@ -166,14 +184,16 @@ def check_gradient_eps(value, owner: str) -> None:
 
 def normalized_update(direction, magnitude, log_step_size, magnitude_range, param,
                       learning_rate, weight_decay, normalize=True, grad=None,
-                      gradient_eps=0.0):
+                      gradient_eps=0.0, max_relative_update=0.0,
+                      relative_update_floor=DEFAULT_RELATIVE_UPDATE_FLOOR):
   """The learned rules' shared output stage, flat [P] in and out:
 
       -lr * exp(log_step_size + a * tanh(mean(magnitude))) * gate * direction / rms(direction)
       - lr * weight_decay * param,       gate = rms(grad) / (rms(grad) + gradient_eps)
 
   (without the division by rms(direction) if not `normalize`; gate = 1 if
-  gradient_eps is 0).
+  gradient_eps is 0). With `max_relative_update` r > 0 the first term is then
+  bounded per tensor (`bound_relative_update`).
   """
   log_factor = magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
   learning_rate = tf.cast(learning_rate, tf.float32)
@@ -184,8 +204,36 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
     rms_grad = features.sqrt_zero_safe(tf.reduce_mean(tf.square(grad)))
     direction = direction * (rms_grad / (rms_grad + gradient_eps))
   update = -learning_rate * tf.exp(log_step_size + log_factor) * direction
+  if max_relative_update:
+    update = bound_relative_update(update, param, max_relative_update,
+                                   relative_update_floor)
   return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
       tf.cast(param, tf.float32), [-1])
+
+
+def bound_relative_update(update, param, max_relative_update, floor):
+  """`update` (flat [P]) scaled down, if needed, so that
+
+      rms(update) <= max_relative_update * max(rms(param), floor)
+
+  for a `param` of rank >= 2 (kernels, embeddings); vectors and scalars
+  (biases, normalization scales) are returned unchanged. The direction is
+  kept; only the length shrinks. Scale-free like LARS's trust ratio (You et
+  al., 2017), but a bound, not a rescaling: an update already within it is
+  untouched. Why: attempt 21 in coordinate_v2.md (a character LM's attention
+  projections stall at 4x the step unless their relative moves are bounded).
+  The rank test is static (the shape is known when traced); biases are left
+  out because most start at 0, where a relative bound would hold them at
+  `floor`'s scale."""
+  if param.shape.rank is None or param.shape.rank < 2:
+    return update
+  flat_param = tf.reshape(tf.cast(param, tf.float32), [-1])
+  rms_param = features.sqrt_zero_safe(tf.reduce_mean(tf.square(flat_param)))
+  rms_update = features.sqrt_zero_safe(tf.reduce_mean(tf.square(update)))
+  limit = max_relative_update * tf.maximum(rms_param, floor)
+  # min(1, limit / rms_update), and 1 for a zero update.
+  scale = tf.where(rms_update > limit, limit / tf.maximum(rms_update, 1e-30), 1.0)
+  return update * scale
 
 
 class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
@@ -388,5 +436,7 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     update = normalized_update(direction, magnitude, log_step_size, c.magnitude_range,
                                param, learning_rate, weight_decay,
                                normalize=c.output_normalization == "rms", grad=g,
-                               gradient_eps=c.gradient_eps)
+                               gradient_eps=c.gradient_eps,
+                               max_relative_update=c.max_relative_update,
+                               relative_update_floor=c.relative_update_floor)
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams), adaptation)
