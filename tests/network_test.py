@@ -240,6 +240,65 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     finally:
       features.sqrt_zero_safe = safe
 
+  def test_relative_update_bound_against_numpy(self):
+    # rms(update) <= r * max(rms(param), floor) for rank >= 2, computed
+    # independently in numpy; the direction is kept; within the bound, and for
+    # vectors, the update is untouched.
+    rng = np.random.default_rng(0)
+    r, floor = 0.02, 0.01
+    cases = [(rng.normal(0, 0.1, [6, 5]), rng.normal(0, 0.01, 30)),   # binds
+             (rng.normal(0, 0.1, [6, 5]), rng.normal(0, 1e-4, 30)),   # within
+             (np.zeros([6, 5]), rng.normal(0, 0.01, 30)),             # floor
+             (rng.normal(0, 1.0, [2, 3, 4]), np.zeros(24)),           # zero update
+             (rng.normal(0, 0.1, [7]), rng.normal(0, 0.01, 7))]       # vector
+    for param, update in cases:
+      got = network.bound_relative_update(
+          tf.constant(update, tf.float32), tf.constant(param, tf.float32), r, floor).numpy()
+      rms = lambda x: np.sqrt(np.mean(np.square(x)))
+      limit = r * max(rms(param), floor)
+      expected = (update * min(1.0, limit / rms(update))
+                  if param.ndim >= 2 and rms(update) > limit else update)
+      self.assertAllClose(got, expected, rtol=1e-5, atol=1e-12)
+      if param.ndim >= 2:
+        self.assertLessEqual(rms(got), limit * (1 + 1e-5))
+    # The first case did bind, the second did not.
+    first = network.bound_relative_update(tf.constant(cases[0][1], tf.float32),
+                                          tf.constant(cases[0][0], tf.float32), r, floor)
+    self.assertLess(float(tf.norm(first)), 0.9 * np.linalg.norm(cases[0][1]))
+
+  def test_relative_update_bound_in_apply(self):
+    # The network with the bound gives the unbounded update scaled to the
+    # bound (kernels) or the same update (vectors); the state is the same.
+    kwargs = dict(output_normalization="none", gradient_eps=1e-7, odd_in_gradient=True,
+                  step_adaptation_rate=0.03)
+    free = network.CoordinateWiseNetwork(network.CoordinateConfig(**kwargs))
+    bounded = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        max_relative_update=0.001, **kwargs))
+    theta = free.hand_set_theta(step_size=0.05)
+    for shape in ([4, 5], [20]):
+      param = tf.constant(np.random.default_rng(1).normal(0, 0.5, shape), tf.float32)
+      state_free = free.init_state(param)
+      state_bounded = bounded.init_state(param)
+      for t, g in enumerate(testing.random_gradients(shape, 3), start=1):
+        u_free, state_free = free.apply(theta, state_free, g, param, t)
+        u_bounded, state_bounded = bounded.apply(theta, state_bounded, g, param, t)
+        limit = 0.001 * float(tf.sqrt(tf.reduce_mean(tf.square(param))))
+        rms_free = float(tf.sqrt(tf.reduce_mean(tf.square(u_free))))
+        if len(shape) >= 2:
+          self.assertGreater(rms_free, limit)  # the bound binds here
+          self.assertAllClose(u_bounded, u_free * (limit / rms_free), rtol=1e-4)
+        else:
+          self.assertAllClose(u_bounded, u_free)
+        tf.nest.map_structure(self.assertAllClose, state_bounded, state_free)
+
+  def test_relative_update_bound_is_left_out_of_old_config_dicts(self):
+    # Weights made before the option keep their config dicts (and checksums of
+    # caches keyed by them).
+    self.assertNotIn("max_relative_update", network.CoordinateConfig().to_dict())
+    self.assertNotIn("relative_update_floor", network.CoordinateConfig().to_dict())
+    bounded = network.CoordinateConfig(max_relative_update=0.02)
+    self.assertEqual(network.CoordinateConfig.from_dict(bounded.to_dict()), bounded)
+
   def test_xla_and_eager_apply_agree(self):
     net = network.CoordinateWiseNetwork(network.CoordinateConfig())
     theta = net.init_theta(seed=2, scale=1.0)
@@ -288,7 +347,9 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       ("num_layers", 0), ("num_heads", -1), ("key_dim", 1.5), ("value_dim", True),
       ("num_features", 3), ("feature_kind", "relu"), ("beta2", 1.0),
       ("preprocessing_k", 0.0), ("hidden_dim", "8"), ("magnitude_range", -1.0),
-      ("output_normalization", "l2"), ("gradient_eps", -1e-8), ("odd_in_gradient", 1))
+      ("output_normalization", "l2"), ("gradient_eps", -1e-8), ("odd_in_gradient", 1),
+      ("max_relative_update", -0.1), ("max_relative_update", 2.0),
+      ("max_relative_update", True), ("relative_update_floor", 0.0))
   def test_invalid_config_raises(self, field, value):
     expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
     with self.assertRaisesRegex(ValueError, expected):
