@@ -88,7 +88,16 @@ def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
   optimizer = (make_optimizer(optimizer_spec) if isinstance(optimizer_spec, str)
                else optimizer_spec())
   optimizer.build(variables)
-  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  masked = task.spec.model == "mlm"
+
+  def loss_fn(y, x):
+    """The task's loss on (x, y) (a masked LM's: over its masked tokens)."""
+    if masked:
+      return task.masked_mean(keras.losses.sparse_categorical_crossentropy(
+          y, model(x), from_logits=True), x)
+    return keras_loss(y, model(x))
+
   factors = [scale_of(v.path) if scale_of else 1.0 for v in variables]
 
   @tf.function(jit_compile=jit_compile)
@@ -97,8 +106,11 @@ def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
       step = tf.cast(first_step, tf.int32) + i
       index = tf.random.stateless_uniform([task.spec.batch_size], [seed, step],
                                           maxval=task.size, dtype=tf.int32)
+      x, y = tf.gather(task.x, index), tf.gather(task.y, index)
+      if masked:  # masks drawn afresh per batch, as in Task.batches
+        x = task.mask(y, tf.random.experimental.stateless_fold_in([seed, step], 1))
       with tf.GradientTape() as tape:
-        loss = loss_fn(tf.gather(task.y, index), model(tf.gather(task.x, index)))
+        loss = loss_fn(y, x)
       grads = tape.gradient(loss, variables)
       before = [tf.identity(v) if f != 1.0 or after_update else None
                 for v, f in zip(variables, factors)]
@@ -108,9 +120,9 @@ def train_curve(task, optimizer_spec, steps: int, seed: int, record_every: int,
           var.assign(old + factor * (var - old))
       if after_update:
         after_update(variables, grads, before)
-    return loss_fn(task.y, model(task.x))
+    return loss_fn(task.y, task.x)
 
-  curve = {"steps": [0], "loss": [float(loss_fn(task.y, model(task.x)))]}
+  curve = {"steps": [0], "loss": [float(loss_fn(task.y, task.x))]}
   if scale_of:
     curve["scaled"] = {v.path: f for v, f in zip(variables, factors) if f != 1.0}
   for first in range(0, steps, record_every):
