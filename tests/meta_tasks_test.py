@@ -33,7 +33,12 @@ class TasksTest(tf.test.TestCase):
         var.assign(value)
       x, y = task.batches(tf.constant([0, 1]), 1)
       logits = task.model(x[0])
-      want = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y[0], logits))
+      per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(y[0], logits)
+      if spec.model == "mlm":  # the mean over the masked tokens only
+        masked = tf.cast(tf.equal(x[0], task.num_classes - 1), tf.float32)
+        want = tf.reduce_sum(per_token * masked) / tf.reduce_sum(masked)
+      else:
+        want = tf.reduce_mean(per_token)
       self.assertAllClose(task.loss(params, x[0], y[0]), want, rtol=1e-5, msg=spec.name)
       self.assertEqual(x.shape[1], spec.batch_size)
 
@@ -89,6 +94,41 @@ class TasksTest(tf.test.TestCase):
     spec = tasks.get_spec("stdlib_clm_64")
     self.assertIn(spec, tasks.META_TRAIN)
     self.assertNotIn(spec.dataset, {s.dataset for s in tasks.ALL_HELD_OUT})
+
+  def test_masked_words_mask_about_the_stated_fraction_of_stdlib_words(self):
+    x, y, vocabulary = tasks.load_dataset("stdlib_words_masked")
+    words, _, word_vocabulary = tasks.load_dataset("stdlib_words")
+    self.assertEqual(vocabulary, word_vocabulary + 1)  # the mask id is the last
+    self.assertAllEqual(y, words)
+    masked = x == vocabulary - 1
+    self.assertAllEqual(x[~masked], y[~masked])
+    self.assertAllClose(masked.mean(), tasks.MASK_RATE, atol=0.01)
+    self.assertFalse(np.any(y == vocabulary - 1))
+
+  def test_masked_lm_batches_draw_fresh_masks_and_its_loss_reads_only_them(self):
+    task = tasks.Task(tasks.get_spec("stdlib_mlm_32x32"))
+    mask_id = task.num_classes - 1
+    x, y = task.batches(tf.constant([3, 4]), 2)
+    x, y = x.numpy(), y.numpy()
+    masked = x == mask_id
+    self.assertAllEqual(x[~masked], y[~masked])
+    self.assertAllClose(masked.mean(), tasks.MASK_RATE, atol=0.03)
+    self.assertFalse(np.array_equal(masked[0], masked[1]))  # fresh per batch
+    self.assertAllEqual(task.batches(tf.constant([3, 4]), 2)[0], x)  # deterministic
+    # The loss, against numpy's cross-entropy over the masked tokens only: a
+    # change of an unmasked token's label leaves it unchanged.
+    params = task.init_params(1, init_scale=4.0)  # logits far from uniform
+    logits = task.model.stateless_call(params, [], x[0])[0].numpy().astype(np.float64)
+    log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(
+        -1, keepdims=True)) - logits.max(-1, keepdims=True)
+    ce = -np.take_along_axis(log_p, y[0][..., None], -1)[..., 0]
+    want = ce[masked[0]].mean()
+    self.assertAllClose(task.loss(params, x[0], y[0]), want, rtol=1e-5)
+    other = y[0].copy()
+    other[~masked[0]] = (other[~masked[0]] + 1) % (mask_id - 1)
+    self.assertAllClose(task.loss(params, x[0], other), want, rtol=1e-5)
+    other_ce = -np.take_along_axis(log_p, other[..., None], -1)[..., 0]
+    self.assertGreater(abs(other_ce.mean() - ce.mean()), 0.05)  # a mean over all would move
 
   def test_noisy_digits_replace_about_the_stated_fraction_of_labels(self):
     x, clean, _ = tasks.load_dataset("digits")
