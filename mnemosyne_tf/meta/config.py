@@ -109,6 +109,13 @@ class MetaTrainConfig:
       keeps the step away from an edge that other models may reach sooner
       (coordinate_v10.md: x0.5 was stable on all 21 calibration runs and
       collapsed on the quality benchmark's CNN).
+    calibrate_adam_floor: 0 (the default: off), or a learning rate of the
+      Adam grid (with the adam_rank criterion): only a multiplier under which
+      every task's loss, averaged over its initializations, is at or below
+      Adam's at this rate at both horizons may be chosen. The adam_rank score
+      is a mean over tasks, so one task can fall well behind Adam(1e-3)
+      while the others outweigh it (coordinate_v2.md, attempt 22: the masked
+      LM). No eligible multiplier: CalibrationError, nothing exported.
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -139,6 +146,7 @@ class MetaTrainConfig:
   calibrate_criterion: str = "mean_log_loss"
   calibrate_seeds: int = 1
   calibrate_stability_margin: float = 1.0
+  calibrate_adam_floor: float = 0.0
 
   def __post_init__(self):
     problems = []
@@ -248,6 +256,12 @@ class MetaTrainConfig:
          and math.isfinite(margin) and margin >= 1,
          f"calibrate_stability_margin must be a float >= 1, got {margin!r}")
     need(margin == 1 or bool(values), "calibrate_stability_margin needs calibrate_step_size")
+    floor = self.calibrate_adam_floor
+    need(not isinstance(floor, bool) and (floor == 0 or floor in tasks_lib.ADAM_GRID),
+         f"calibrate_adam_floor must be 0 or a learning rate of the Adam grid "
+         f"{list(tasks_lib.ADAM_GRID)}, got {floor!r}")
+    need(floor == 0 or self.calibrate_criterion == "adam_rank",
+         "calibrate_adam_floor needs calibrate_criterion: adam_rank")
     need(self.calibrate_criterion in CALIBRATION_CRITERIA,
          f"calibrate_criterion must be one of {CALIBRATION_CRITERIA}, "
          f"got {self.calibrate_criterion!r}")
@@ -270,6 +284,8 @@ class MetaTrainConfig:
       del out["calibrate_seeds"]
     if out["calibrate_stability_margin"] == 1:  # likewise
       del out["calibrate_stability_margin"]
+    if out["calibrate_adam_floor"] == 0:  # likewise
+      del out["calibrate_adam_floor"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)

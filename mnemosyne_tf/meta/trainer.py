@@ -425,7 +425,20 @@ class MetaTrainer:
       result.update(mean_log_scores=mean_scores, adam_reference=reference)
     else:
       scores = mean_scores
-    chosen = choose_multiplier(scores, margin)  # not None: checked above
+    allowed = None
+    if cfg.calibrate_adam_floor:
+      behind = {m: behind_adam(done[m]["per_task"], reference, cfg.calibrate_adam_floor)
+                for m in cfg.calibrate_step_size}
+      for m in cfg.calibrate_step_size:
+        log(f"  x{m:g}: behind Adam({cfg.calibrate_adam_floor:g}): "
+            + (", ".join(behind[m]) if behind[m] else "no task"))
+      allowed = {m for m in cfg.calibrate_step_size if not behind[m]}
+      result.update(behind_adam_floor=behind)
+    chosen = choose_multiplier(scores, margin, allowed)
+    if chosen is None:
+      raise CalibrationError(
+          f"step-size calibration: no stable multiplier keeps every task at or below "
+          f"Adam({cfg.calibrate_adam_floor:g}) ({path}); not exporting")
     log(f"  chosen: x{chosen:g} (score {scores[chosen]:.4f})")
     result.update(scores=scores, chosen=chosen,
                   per_task={m: done[m]["per_task"] for m in cfg.calibrate_step_size},
@@ -620,11 +633,11 @@ class CalibrationError(RuntimeError):
   checkpoint and calibration.json stay, with every run's losses)."""
 
 
-def choose_multiplier(scores: Dict[float, float], margin: float = 1.0):
+def choose_multiplier(scores: Dict[float, float], margin: float = 1.0, allowed=None):
   """The calibration's choice: the best-scoring multiplier among those below
   the first unstable one (score +inf) by at least a factor `margin` (1: any
   below it; with no unstable multiplier the margin has nothing to apply to),
-  or None if there is none.
+  and in `allowed` if given, or None if there is none.
   Past an unstable step size a learned rule is at the edge of stability: a
   larger multiplier that happens to score well there does not transfer (one
   chosen that way diverged on a held-out task; coordinate_v2.md, attempt 6).
@@ -635,9 +648,27 @@ def choose_multiplier(scores: Dict[float, float], margin: float = 1.0):
       eligible = [m for m in eligible if m * margin <= multiplier]
       break
     eligible.append(multiplier)
+  if allowed is not None:
+    eligible = [m for m in eligible if m in allowed]
   if not eligible:
     return None
   return min(eligible, key=lambda m: (scores[m], abs(math.log(m))))
+
+
+def behind_adam(per_task: dict, adam: dict, learning_rate: float) -> List[str]:
+  """The "task@horizon" cases in which the multiplier's loss, averaged over a
+  task's initializations, is above Adam's at `learning_rate` averaged over the
+  same runs (`calibrate_adam_floor`); keys as in `adam_rank`, a task's
+  initializations being "<task>" and "<task>/seed<k>"."""
+  rule, reference = {}, {}
+  for name, run in per_task.items():
+    task = name.split("/")[0]
+    for horizon, loss in run["loss"].items():
+      rule.setdefault((task, str(horizon)), []).append(loss)
+      reference.setdefault((task, str(horizon)), []).append(
+          adam[name][f"{learning_rate:g}"][str(horizon)])
+  return [f"{task}@{horizon}" for (task, horizon), losses in rule.items()
+          if np.mean(losses) > np.mean(reference[(task, horizon)])]
 
 
 def clip_by_global_norm(tensors: List[tf.Tensor], clip: float):
