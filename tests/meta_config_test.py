@@ -84,7 +84,15 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
       ("margin_not_a_number", {"calibrate_step_size": [1.0], "calibrate_stability_margin": "4"},
        "calibrate_stability_margin must be a float >= 1"),
       ("margin_without_calibration", {"calibrate_stability_margin": 4.0},
-       "calibrate_stability_margin needs calibrate_step_size"))
+       "calibrate_stability_margin needs calibrate_step_size"),
+      ("adam_floor_off_grid", {"calibrate_step_size": [1.0], "calibrate_criterion": "adam_rank",
+                               "calibrate_adam_floor": 0.002},
+       "calibrate_adam_floor must be 0 or a learning rate of the Adam grid"),
+      ("adam_floor_bool", {"calibrate_step_size": [1.0], "calibrate_criterion": "adam_rank",
+                           "calibrate_adam_floor": True},
+       "calibrate_adam_floor must be 0 or a learning rate"),
+      ("adam_floor_without_rank", {"calibrate_step_size": [1.0], "calibrate_adam_floor": 0.001},
+       "calibrate_adam_floor needs calibrate_criterion: adam_rank"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)
@@ -97,6 +105,12 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
     one = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0]})
     self.assertNotIn("calibrate_seeds", one.to_dict())  # configs written before it
     self.assertNotIn("calibrate_stability_margin", one.to_dict())
+    self.assertNotIn("calibrate_adam_floor", one.to_dict())
+    floor = config_lib.MetaTrainConfig.from_dict({
+        "calibrate_step_size": [0.5, 1.0], "calibrate_criterion": "adam_rank",
+        "calibrate_adam_floor": 0.001})
+    self.assertEqual(floor.to_dict()["calibrate_adam_floor"], 0.001)
+    self.assertEqual(config_lib.MetaTrainConfig.from_dict(floor.to_dict()), floor)
     margin = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0],
                                                    "calibrate_stability_margin": 4})
     self.assertEqual(config_lib.MetaTrainConfig.from_dict(margin.to_dict()), margin)

@@ -410,6 +410,34 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     runs["b"]["diverged"] = True
     self.assertEqual(trainer_lib.adam_rank(runs, adam), float("inf"))
 
+  def test_behind_adam_compares_each_task_s_mean_over_its_initializations(self):
+    adam = {"a": {"0.001": {"200": 0.2, "2000": 0.01}}, "a/seed1": {"0.001": {"200": 0.4,
+                                                                           "2000": 0.03}},
+            "b": {"0.001": {"200": 0.3, "2000": 0.1}}}
+    # a at 200: mean 0.25 against Adam's 0.3 (seed 1 alone is behind: 0.5 > 0.4);
+    # a at 2000: 0.025 against 0.02; b at 200: equal (not behind); b at 2000: ahead.
+    runs = {"a": {"loss": {200: 0.0, 2000: 0.01}}, "a/seed1": {"loss": {200: 0.5, 2000: 0.04}},
+            "b": {"loss": {200: 0.3, 2000: 0.01}}}
+    self.assertEqual(trainer_lib.behind_adam(runs, adam, 0.001), ["a@2000"])
+    runs["b"]["loss"][200] = 0.31
+    self.assertEqual(sorted(trainer_lib.behind_adam(runs, adam, 0.001)), ["a@2000", "b@200"])
+
+  def test_calibration_with_an_adam_floor_chooses_among_the_multipliers_that_keep_it(self):
+    # Tiny run: the rule at x1e-3 barely moves, so it is behind Adam(0.1) on the
+    # task; the floor leaves no multiplier there (nothing exported), and at
+    # Adam(1e-4) it keeps the choice of the criterion alone.
+    workdir = self.create_tempdir().full_path
+    cfg = tiny(meta_steps=0, calibrate_step_size=[0.001, 1.0], calibrate_criterion="adam_rank",
+               calibrate_adam_floor=0.1)
+    with self.assertRaisesRegex(trainer_lib.CalibrationError, r"at or below Adam\(0.1\)"):
+      trainer_lib.MetaTrainer(cfg, workdir).train(log=lambda line: None)
+    self.assertFalse(os.path.exists(os.path.join(workdir, "weights.npz")))
+    lines = []
+    low = tiny(**dict(cfg.to_dict(), calibrate_adam_floor=0.0001))
+    trainer_lib.MetaTrainer(low, workdir).train(log=lines.append)  # reuses both files
+    self.assertTrue(os.path.exists(os.path.join(workdir, "weights.npz")))
+    self.assertTrue(any("x0.001: behind Adam(0.0001): " in line for line in lines), lines)
+
   def test_calibration_with_no_stable_multiplier_exports_nothing(self):
     workdir = self.create_tempdir().full_path
     meta = trainer_lib.MetaTrainer(tiny(meta_steps=0, calibrate_step_size=[10000.0]), workdir)
@@ -434,6 +462,10 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(choose(scores, margin=4.0), 0.25)
     self.assertEqual(choose(scores, margin=8.0), 0.125)
     self.assertIsNone(choose(scores, margin=16.0))
+    # Only among `allowed` (calibrate_adam_floor), after the margin.
+    self.assertEqual(choose(scores, allowed={0.125, 0.5}), 0.5)
+    self.assertEqual(choose(scores, margin=4.0, allowed={0.125, 0.5}), 0.125)
+    self.assertIsNone(choose(scores, margin=4.0, allowed={0.5}))
     self.assertEqual(choose({0.5: -5.0, 1.0: -6.0}, margin=4.0), 1.0)  # nothing unstable
 
   @parameterized.parameters(("digits_mlp_32_relu", 8), ("wine_ft_16", 4))

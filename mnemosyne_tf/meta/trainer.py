@@ -659,16 +659,19 @@ def behind_adam(per_task: dict, adam: dict, learning_rate: float) -> List[str]:
   """The "task@horizon" cases in which the multiplier's loss, averaged over a
   task's initializations, is above Adam's at `learning_rate` averaged over the
   same runs (`calibrate_adam_floor`); keys as in `adam_rank`, a task's
-  initializations being "<task>" and "<task>/seed<k>"."""
+  initializations being "<task>" and "<task>/seed<k>". NaN rule losses
+  (diverged runs, which adam_rank already scores +inf) count as behind."""
   rule, reference = {}, {}
   for name, run in per_task.items():
     task = name.split("/")[0]
     for horizon, loss in run["loss"].items():
       rule.setdefault((task, str(horizon)), []).append(loss)
+      value = adam[name][f"{learning_rate:g}"][str(horizon)]
+      # An Adam run that diverged (no loss) is a floor any rule meets.
       reference.setdefault((task, str(horizon)), []).append(
-          adam[name][f"{learning_rate:g}"][str(horizon)])
+          math.inf if value is None else value)
   return [f"{task}@{horizon}" for (task, horizon), losses in rule.items()
-          if np.mean(losses) > np.mean(reference[(task, horizon)])]
+          if not np.mean(losses) <= np.mean(reference[(task, horizon)])]
 
 
 def clip_by_global_norm(tensors: List[tf.Tensor], clip: float):
