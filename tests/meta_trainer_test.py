@@ -421,6 +421,12 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(trainer_lib.behind_adam(runs, adam, 0.001), ["a@2000"])
     runs["b"]["loss"][200] = 0.31
     self.assertEqual(sorted(trainer_lib.behind_adam(runs, adam, 0.001)), ["a@2000", "b@200"])
+    # A diverged rule run (no loss past its divergence) is behind; an unstable
+    # Adam run is a floor any rule meets.
+    runs["b"]["loss"] = {200: 0.1, 2000: None}
+    self.assertEqual(sorted(trainer_lib.behind_adam(runs, adam, 0.001)), ["a@2000", "b@2000"])
+    adam["a/seed1"]["0.001"]["stable"] = False
+    self.assertEqual(trainer_lib.behind_adam(runs, adam, 0.001), ["b@2000"])
 
   def test_calibration_with_an_adam_floor_chooses_among_the_multipliers_that_keep_it(self):
     # Tiny run: the rule at x1e-3 barely moves, so it is behind Adam(0.1) on the
@@ -434,8 +440,12 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFalse(os.path.exists(os.path.join(workdir, "weights.npz")))
     lines = []
     low = tiny(**dict(cfg.to_dict(), calibrate_adam_floor=0.0001))
-    trainer_lib.MetaTrainer(low, workdir).train(log=lines.append)  # reuses both files
+    summary = trainer_lib.MetaTrainer(low, workdir).train(log=lines.append)  # reuses both
     self.assertTrue(os.path.exists(os.path.join(workdir, "weights.npz")))
+    calibration = summary["step_size_calibration"]
+    allowed = {float(m) for m, behind in calibration["behind_adam_floor"].items() if not behind}
+    scores = {float(m): s for m, s in calibration["scores"].items()}
+    self.assertEqual(calibration["chosen"], trainer_lib.choose_multiplier(scores, 1.0, allowed))
     self.assertTrue(any("x0.001: behind Adam(0.0001): " in line for line in lines), lines)
 
   def test_calibration_with_no_stable_multiplier_exports_nothing(self):

@@ -261,6 +261,8 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(got, expected, rtol=1e-5, atol=1e-12)
       if param.ndim >= 2:
         self.assertLessEqual(rms(got), limit * (1 + 1e-5))
+    with self.assertRaisesRegex(ValueError, "known rank"):
+      network.bound_relative_update(tf.zeros([3]), tf.TensorSpec(None), r, floor)
     # The first case did bind, the second did not.
     first = network.bound_relative_update(tf.constant(cases[0][1], tf.float32),
                                           tf.constant(cases[0][0], tf.float32), r, floor)
@@ -290,6 +292,40 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
         else:
           self.assertAllClose(u_bounded, u_free)
         tf.nest.map_structure(self.assertAllClose, state_bounded, state_free)
+
+  def test_meta_gradient_through_the_relative_update_bound_is_finite(self):
+    # Second order, under XLA, with one kernel whose step the bound cuts and
+    # one (a larger kernel, a smaller gradient) that it leaves alone; the
+    # learned step size gets a gradient only through the unbounded one.
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        output_normalization="none", gradient_eps=1e-7, odd_in_gradient=True,
+        step_adaptation_rate=0.03, max_relative_update=0.02))
+    theta = net.hand_set_theta(step_size=0.05)
+    trainable = {k: tf.Variable(v) for k, v in theta.items()
+                 if not k.endswith(network.FIXED_SUFFIXES)}
+    rng = np.random.default_rng(3)
+    starts = [rng.normal(0, 0.1, [4, 3]).astype(np.float32),
+              rng.normal(0, 30.0, [3, 2]).astype(np.float32)]
+
+    @tf.function(jit_compile=True)
+    def meta_gradient():
+      with tf.GradientTape() as tape:
+        full = dict(theta, **trainable)
+        params = [tf.constant(p) for p in starts]
+        states = [net.init_state(p) for p in params]
+        loss = 0.0
+        for t in range(1, 4):
+          for i, p in enumerate(params):
+            g = 0.5 * p if i == 0 else 1e-3 * p  # gradient of a quadratic
+            update, states[i] = net.apply(full, states[i], g, p, t)
+            params[i] = p + update
+          loss += sum(tf.reduce_sum(tf.square(p)) for p in params)
+      return tape.gradient(loss, trainable)
+
+    gradient = meta_gradient()
+    for name, g in gradient.items():
+      self.assertTrue(np.all(np.isfinite(g.numpy())), msg=name)
+    self.assertNotEqual(float(gradient["log_step_size"]), 0.0)
 
   def test_relative_update_bound_is_left_out_of_old_config_dicts(self):
     # Weights made before the option keep their config dicts (and checksums of

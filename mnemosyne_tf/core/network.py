@@ -100,10 +100,13 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       It adds two floats per coordinate to the state; theta is unchanged.
     step_adaptation_bound: the adapted step stays within exp(+/- this) of the
       learned one.
-    max_relative_update: > 0 bounds every step of a tensor of rank >= 2:
+    max_relative_update: > 0 bounds the learned part of every step of a
+      tensor of rank >= 2 (weight decay is added after it):
       rms(update) <= this * max(rms(param), relative_update_floor)
       (`bound_relative_update`); 0 (the default, and weights made before it):
-      no bound. theta and the state are unchanged.
+      no bound. theta and the state are unchanged. The step adaptation does
+      not see the bound: while it binds, the short steps keep agreeing with
+      the next gradient, so the gain can grow to its limit unused.
     relative_update_floor: see max_relative_update.
   """
   # Not annotated fields: class constants. Options added after weights were
@@ -217,23 +220,28 @@ def bound_relative_update(update, param, max_relative_update, floor):
       rms(update) <= max_relative_update * max(rms(param), floor)
 
   for a `param` of rank >= 2 (kernels, embeddings); vectors and scalars
-  (biases, normalization scales) are returned unchanged. The direction is
-  kept; only the length shrinks. Scale-free like LARS's trust ratio (You et
-  al., 2017), but a bound, not a rescaling: an update already within it is
-  untouched. Why: attempt 21 in coordinate_v2.md (a character LM's attention
-  projections stall at 4x the step unless their relative moves are bounded).
-  The rank test is static (the shape is known when traced); biases are left
-  out because most start at 0, where a relative bound would hold them at
-  `floor`'s scale."""
-  if param.shape.rank is None or param.shape.rank < 2:
+  (most biases, normalization scales) are returned unchanged. The direction
+  is kept; only the length shrinks. Scale-free like LARS's trust ratio (You
+  et al., 2017), but a bound, not a rescaling: an update already within it
+  is untouched. Why: attempt 21 in coordinate_v2.md (a character LM's
+  attention projections stall at 4x the step unless their relative moves are
+  bounded). The rank test is static (ValueError for an unknown rank). Vectors
+  are left out because most start at 0, where a relative bound holds them at
+  `floor`'s scale (r * floor per step); Keras MultiHeadAttention's
+  query/key/value biases are [heads, dim], so they are bounded that way.
+  The bound acts after the learning rate: while it binds, a smaller
+  `learning_rate` (or step multiplier) does not change the step."""
+  if param.shape.rank is None:
+    raise ValueError("bound_relative_update needs a parameter of known rank")
+  if param.shape.rank < 2:
     return update
   flat_param = tf.reshape(tf.cast(param, tf.float32), [-1])
   rms_param = features.sqrt_zero_safe(tf.reduce_mean(tf.square(flat_param)))
   rms_update = features.sqrt_zero_safe(tf.reduce_mean(tf.square(update)))
-  limit = max_relative_update * tf.maximum(rms_param, floor)
-  # min(1, limit / rms_update), and 1 for a zero update.
-  scale = tf.where(rms_update > limit, limit / tf.maximum(rms_update, 1e-30), 1.0)
-  return update * scale
+  limit = max_relative_update * tf.maximum(rms_param, floor)  # > 0
+  # min(1, limit / rms_update), 1 for a zero update; one expression, so that
+  # no unused branch's gradient can overflow.
+  return update * (limit / tf.maximum(rms_update, limit))
 
 
 class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):

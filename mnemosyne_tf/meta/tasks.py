@@ -26,7 +26,8 @@ TEXT_DATASETS = ("descr_chars", "stdlib_words", "stdlib_chars")  # token windows
 MASKED_TEXT_DATASETS = ("stdlib_words_masked",)  # for "mlm"
 MODELS = ("mlp", "cnn", "vit", "ft", "lm", "mlm")
 # Share of the tokens of a masked text dataset replaced by the mask token
-# (BERT's 15%, drawn once: BERT's own static masking).
+# (BERT's 15%; all of them by the mask token, without BERT's 80/10/10 split).
+# The dataset's own masks are drawn once; training batches draw fresh ones.
 MASK_RATE = 0.15
 TEXT_WINDOW = 32
 
@@ -161,7 +162,8 @@ def get_spec(name: str) -> TaskSpec:
 def load_dataset(name: str):
   """(x, y, num_classes): float32 features (standardized tabular, [0, 1]
   pixels) and int32 labels [N]; for the text datasets, int32 token ids x and
-  next tokens y, both [N, TEXT_WINDOW], and num_classes the vocabulary size.
+  next tokens y, both [N, TEXT_WINDOW], and num_classes the vocabulary size
+  (for stdlib_words_masked: masked windows x and the original windows y).
   The text datasets are read from the installed scikit-learn and Python, so
   another version of either can give another text."""
   if name in ("digits", "digits_images", "digits_noisy"):
@@ -379,7 +381,10 @@ def build_model(spec: TaskSpec, input_shape, num_classes: int) -> keras.Model:
       raise ValueError(f"task {spec.name}: model 'mlm' needs a masked text dataset "
                        f"{MASKED_TEXT_DATASETS}, got {spec.dataset!r}")
     x = _TokenEmbedding(num_classes, spec.hidden[0], name="token_embedding")(inputs)
-    for width in spec.hidden:  # one block per entry, all of the same width
+    if len(set(spec.hidden)) != 1:
+      raise ValueError(f"task {spec.name}: model 'mlm' stacks blocks of one width, "
+                       f"got {spec.hidden}")
+    for width in spec.hidden:  # one block per entry
       x = _transformer_block(x, width, spec.activation, causal=False)
   else:
     raise ValueError(f"unknown model {spec.model!r}; known: {MODELS}")

@@ -659,17 +659,22 @@ def behind_adam(per_task: dict, adam: dict, learning_rate: float) -> List[str]:
   """The "task@horizon" cases in which the multiplier's loss, averaged over a
   task's initializations, is above Adam's at `learning_rate` averaged over the
   same runs (`calibrate_adam_floor`); keys as in `adam_rank`, a task's
-  initializations being "<task>" and "<task>/seed<k>". NaN rule losses
-  (diverged runs, which adam_rank already scores +inf) count as behind."""
+  initializations being "<task>" and "<task>/seed<k>". A diverged rule run
+  (which adam_rank already scores +inf) counts as behind; an unstable Adam
+  run leaves the task's floor at +inf, whatever its other seeds reached."""
   rule, reference = {}, {}
   for name, run in per_task.items():
     task = name.split("/")[0]
     for horizon, loss in run["loss"].items():
       rule.setdefault((task, str(horizon)), []).append(loss)
-      value = adam[name][f"{learning_rate:g}"][str(horizon)]
-      # An Adam run that diverged (no loss) is a floor any rule meets.
+      ref = adam[name][f"{learning_rate:g}"]
+      value = ref[str(horizon)]
+      # An unstable Adam run (adam_rank ignores it) is a floor any rule meets;
+      # a diverged rule run (loss None, NaN or inf) is behind.
       reference.setdefault((task, str(horizon)), []).append(
-          math.inf if value is None else value)
+          value if ref.get("stable", True) and value is not None else math.inf)
+      if loss is None or not math.isfinite(loss):
+        rule[(task, str(horizon))][-1] = math.inf
   return [f"{task}@{horizon}" for (task, horizon), losses in rule.items()
           if not np.mean(losses) <= np.mean(reference[(task, horizon)])]
 
