@@ -85,12 +85,18 @@ class TensorStats:
                      the move overshot;
     gradient_cos:    mean over t >= 2 of cos(g_t, g_{t-1}): near 0 when the
                      minibatch noise dominates the gradient;
-    relative_update: mean over t of |u_t| / |p_{t-1}|.
+    relative_update: mean over t of |u_t| / |p_{t-1}|;
+    radial:          mean over t of cos(u_t, p_{t-1}): > 0 while the moves
+                     grow the tensor's norm (attention logits grow with the
+                     norms of the query and key kernels), about 0 for moves
+                     across it;
+    norm_ratio:      |p_T| / |p_0| at the end of the run (0 for a tensor
+                     that starts at 0).
   The cosines are the step adaptation's own (`step_adaptation.agreement`,
   exact to about 1e-9 per coordinate); with a zero vector they are 0, and so
   is the relative update of a zero tensor (a bias at its initial 0)."""
 
-  NAMES = ("agreement", "gradient_cos", "relative_update")
+  NAMES = ("agreement", "gradient_cos", "relative_update", "radial", "norm_ratio")
 
   def __init__(self):
     self._state = None
@@ -100,35 +106,42 @@ class TensorStats:
     if self._state is None:
       with tf.init_scope():  # created once, outside the traced function
         self._state = (
-            tf.Variable(tf.zeros([len(variables), 3]), trainable=False),
+            tf.Variable(tf.zeros([len(variables), 4]), trainable=False),
             tf.Variable(0, trainable=False),
             [tf.Variable(tf.zeros([v.shape.num_elements()]), trainable=False)
              for v in variables],
             [tf.Variable(tf.zeros([v.shape.num_elements()]), trainable=False)
-             for v in variables])
+             for v in variables],
+            tf.Variable(tf.zeros([len(variables), 2]), trainable=False))  # |p_0|, |p_t|
     from mnemosyne_tf.core import step_adaptation
     cos = step_adaptation.agreement  # the rule's own cosine (0 with a zero vector)
-    sums, count, previous_grads, previous_updates = self._state
-    rows = []
+    sums, count, previous_grads, previous_updates, norms = self._state
+    rows, norm_rows = [], []
     for var, grad, old, previous_grad, previous_update in zip(
         variables, grads, before, previous_grads, previous_updates):
       g = tf.reshape(tf.cast(tf.convert_to_tensor(grad), tf.float32), [-1])
       old = tf.reshape(tf.cast(old, tf.float32), [-1])
       u = tf.reshape(tf.cast(var, tf.float32), [-1]) - old
       rows.append(tf.stack([cos(g, -previous_update), cos(g, previous_grad),
-                            tf.math.divide_no_nan(tf.norm(u), tf.norm(old))]))
+                            tf.math.divide_no_nan(tf.norm(u), tf.norm(old)), cos(u, old)]))
+      norm_rows.append(tf.stack([tf.norm(old), tf.norm(old + u)]))
       previous_grad.assign(g)
       previous_update.assign(u)
     sums.assign_add(tf.stack(rows))
+    norm_rows = tf.stack(norm_rows)
+    norms.assign(tf.where(count == 0, norm_rows, tf.stack([norms[:, 0], norm_rows[:, 1]], 1)))
     count.assign_add(1)
 
   def summary(self, paths) -> dict:
     """{path: {name: mean}} (after a run of at least 2 steps)."""
     sums, count = self._state[0].numpy(), int(self._state[1].numpy())
+    norms = self._state[4].numpy()
     return {path: {"agreement": float(row[0] / (count - 1)),
                    "gradient_cos": float(row[1] / (count - 1)),
-                   "relative_update": float(row[2] / count)}
-            for path, row in zip(paths, sums)}
+                   "relative_update": float(row[2] / count),
+                   "radial": float(row[3] / count),
+                   "norm_ratio": float(first_last[1] / first_last[0]) if first_last[0] else 0.0}
+            for path, row, first_last in zip(paths, sums, norms)}
 
 
 def run(task, weights: str, scales, multiplier: float, steps: int, seed: int,

@@ -71,7 +71,7 @@ class TensorStepsTest(tf.test.TestCase):
     evaluate.train_curve(self.task, lambda: keras.optimizers.SGD(lr), steps, seed,
                          record_every=2, after_update=stats)
     params = [tf.Variable(p) for p in self.task.init_params(seed)]
-    grads, updates, norms = [], [], []
+    grads, updates, norms, olds = [], [], [], []
     for step in range(steps):
       index = tf.random.stateless_uniform([self.task.spec.batch_size], [seed, step],
                                           maxval=self.task.size, dtype=tf.int32)
@@ -81,6 +81,7 @@ class TensorStepsTest(tf.test.TestCase):
       raw = tape.gradient(loss, params)
       g = [x.numpy().astype(np.float64).ravel() for x in raw]
       norms.append([np.linalg.norm(p.numpy().astype(np.float64)) for p in params])
+      olds.append([p.numpy().astype(np.float64).ravel() for p in params])
       for p, gi in zip(params, raw):
         p.assign_sub(lr * gi)
       grads.append(g)
@@ -93,7 +94,11 @@ class TensorStepsTest(tf.test.TestCase):
           "agreement": np.mean([cos(grads[t][i], -updates[t - 1][i]) for t in range(1, steps)]),
           "gradient_cos": np.mean([cos(grads[t][i], grads[t - 1][i]) for t in range(1, steps)]),
           "relative_update": np.mean([np.linalg.norm(updates[t][i]) / norms[t][i]
-                                      if norms[t][i] else 0.0 for t in range(steps)])}
+                                      if norms[t][i] else 0.0 for t in range(steps)]),
+          "radial": np.mean([cos(updates[t][i], olds[t][i]) if norms[t][i] else 0.0
+                             for t in range(steps)]),
+          "norm_ratio": (np.linalg.norm(olds[-1][i] + updates[-1][i]) / norms[0][i]
+                         if norms[0][i] else 0.0)}
       for name, value in expected.items():
         self.assertAllClose(summary[path][name], value, rtol=1e-4, atol=1e-6, msg=(path, name))
     # Under SGD the update is the negated gradient: agreement = gradient_cos.
