@@ -268,6 +268,20 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
                                           tf.constant(cases[0][0], tf.float32), r, floor)
     self.assertLess(float(tf.norm(first)), 0.9 * np.linalg.norm(cases[0][1]))
 
+  def test_relative_update_bound_of_one_rank(self):
+    # With rank k only tensors of rank exactly k are bounded (as with rank 0
+    # for rank >= 2); the others' updates are returned unchanged.
+    rng = np.random.default_rng(5)
+    r, floor = 0.02, 0.01
+    update = tf.constant(rng.normal(0, 0.05, 60), tf.float32)
+    for shape in ([60], [6, 10], [3, 4, 5], [1, 3, 4, 5]):
+      param = tf.constant(rng.normal(0, 0.1, shape), tf.float32)
+      every = network.bound_relative_update(update, param, r, floor).numpy()
+      only_3 = network.bound_relative_update(update, param, r, floor, rank=3).numpy()
+      self.assertAllClose(only_3, every if len(shape) == 3 else update.numpy(), msg=shape)
+      if len(shape) >= 2:  # the bound binds for every kernel here
+        self.assertLess(np.linalg.norm(every), 0.9 * np.linalg.norm(update.numpy()))
+
   def test_relative_update_bound_in_apply(self):
     # The network with the bound gives the unbounded update scaled to the
     # bound (kernels) or the same update (vectors); the state is the same.
@@ -405,6 +419,9 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn("max_relative_update", network.CoordinateConfig().to_dict())
     self.assertNotIn("relative_update_floor", network.CoordinateConfig().to_dict())
     self.assertNotIn("max_norm_growth", network.CoordinateConfig().to_dict())
+    self.assertNotIn("relative_update_rank", network.CoordinateConfig().to_dict())
+    ranked = network.CoordinateConfig(max_relative_update=0.02, relative_update_rank=3)
+    self.assertEqual(network.CoordinateConfig.from_dict(ranked.to_dict()), ranked)
     growth = network.CoordinateConfig(max_norm_growth=0.001)
     self.assertEqual(network.CoordinateConfig.from_dict(growth.to_dict()), growth)
     bounded = network.CoordinateConfig(max_relative_update=0.02)
@@ -461,7 +478,9 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       ("output_normalization", "l2"), ("gradient_eps", -1e-8), ("odd_in_gradient", 1),
       ("max_relative_update", -0.1), ("max_relative_update", 2.0),
       ("max_relative_update", True), ("relative_update_floor", 0.0),
-      ("max_norm_growth", -1e-3), ("max_norm_growth", "0.001"))
+      ("max_norm_growth", -1e-3), ("max_norm_growth", "0.001"),
+      ("relative_update_rank", 1), ("relative_update_rank", 9), ("relative_update_rank", 3.0),
+      ("relative_update_rank", True))
   def test_invalid_config_raises(self, field, value):
     expected = {"num_features": "even", "feature_kind": "feature kind"}.get(field, field)
     with self.assertRaisesRegex(ValueError, expected):

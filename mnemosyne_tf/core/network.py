@@ -108,6 +108,16 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       not see the bound: while it binds, the short steps keep agreeing with
       the next gradient, so the gain can grow to its limit unused.
     relative_update_floor: see max_relative_update.
+    relative_update_rank: which tensors max_relative_update bounds: 0 (the
+      default) every tensor of rank >= 2; k >= 2 only tensors of rank k.
+      With 3, in Keras models, that is the query, key, value and output
+      kernels of MultiHeadAttention (EinsumDense kernels [dim, heads,
+      head_dim] and [heads, head_dim, dim]), and not Dense kernels (rank 2)
+      or 2-D convolution kernels (rank 4): the attention projections are the
+      tensors that stall language models at a large step, and the bound
+      costs the others their early steps (coordinate_v2.md, attempt 24).
+      Like VeLO's (Metz et al., 2022) use of a tensor's shape, this is a
+      per-tensor feature the rule reads from the layout, not the gradients.
     max_norm_growth: > 0 bounds, for a tensor of rank >= 2, the part of the
       learned step along the parameter: <update, param> / |param|^2 <= this
       (`bound_norm_growth`), so the tensor's norm grows by at most this
@@ -120,7 +130,8 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   # Not annotated fields: class constants. Options added after weights were
   # shipped, left out of config dicts while at their defaults.
   omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound",
-                     "max_relative_update", "relative_update_floor", "max_norm_growth")
+                     "max_relative_update", "relative_update_floor", "max_norm_growth",
+                     "relative_update_rank")
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -140,6 +151,7 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   max_relative_update: float = 0.0
   relative_update_floor: float = DEFAULT_RELATIVE_UPDATE_FLOOR
   max_norm_growth: float = 0.0
+  relative_update_rank: int = 0
 
   def __post_init__(self):
     check_gradient_eps(self.gradient_eps, type(self).__name__)
@@ -152,6 +164,11 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
           or not (0 < value if low_open else 0 <= value) or not value <= 1):
         raise ValueError(f"CoordinateConfig.{name} must be a float in "
                          f"{'(' if low_open else '['}0, 1], got {value!r}")
+    if (isinstance(self.relative_update_rank, bool)
+        or not isinstance(self.relative_update_rank, int)
+        or not (self.relative_update_rank == 0 or 2 <= self.relative_update_rank <= 8)):
+      raise ValueError("CoordinateConfig.relative_update_rank must be 0 (every rank >= 2) "
+                       f"or an integer rank in [2, 8], got {self.relative_update_rank!r}")
     if not isinstance(self.odd_in_gradient, bool):
       raise ValueError("CoordinateConfig.odd_in_gradient must be true or false, got "
                        f"{self.odd_in_gradient!r}")
@@ -199,7 +216,7 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
                       learning_rate, weight_decay, normalize=True, grad=None,
                       gradient_eps=0.0, max_relative_update=0.0,
                       relative_update_floor=DEFAULT_RELATIVE_UPDATE_FLOOR,
-                      max_norm_growth=0.0):
+                      max_norm_growth=0.0, relative_update_rank=0):
   """The learned rules' shared output stage, flat [P] in and out:
 
       -lr * exp(log_step_size + a * tanh(mean(magnitude))) * gate * direction / rms(direction)
@@ -221,20 +238,21 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
   update = -learning_rate * tf.exp(log_step_size + log_factor) * direction
   if max_relative_update:
     update = bound_relative_update(update, param, max_relative_update,
-                                   relative_update_floor)
+                                   relative_update_floor, relative_update_rank)
   if max_norm_growth:
     update = bound_norm_growth(update, param, max_norm_growth)
   return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
       tf.cast(param, tf.float32), [-1])
 
 
-def bound_relative_update(update, param, max_relative_update, floor):
+def bound_relative_update(update, param, max_relative_update, floor, rank=0):
   """`update` (flat [P]) scaled down, if needed, so that
 
       rms(update) <= max_relative_update * max(rms(param), floor)
 
-  for a `param` of rank >= 2 (kernels, embeddings); vectors and scalars
-  (most biases, normalization scales) are returned unchanged. The direction
+  for a `param` of rank >= 2 (kernels, embeddings), or with `rank` k > 0 of
+  rank exactly k; other tensors (with rank 0: vectors and scalars, most
+  biases and normalization scales) are returned unchanged. The direction
   is kept; only the length shrinks. Scale-free like LARS's trust ratio (You
   et al., 2017), but a bound, not a rescaling: an update already within it
   is untouched. Why: attempt 21 in coordinate_v2.md (a character LM's
@@ -247,7 +265,7 @@ def bound_relative_update(update, param, max_relative_update, floor):
   `learning_rate` (or step multiplier) does not change the step."""
   if param.shape.rank is None:
     raise ValueError("bound_relative_update needs a parameter of known rank")
-  if param.shape.rank < 2:
+  if param.shape.rank < 2 or (rank and param.shape.rank != rank):
     return update
   flat_param = tf.reshape(tf.cast(param, tf.float32), [-1])
   rms_param = features.sqrt_zero_safe(tf.reduce_mean(tf.square(flat_param)))
@@ -488,5 +506,6 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
                                gradient_eps=c.gradient_eps,
                                max_relative_update=c.max_relative_update,
                                relative_update_floor=c.relative_update_floor,
-                               max_norm_growth=c.max_norm_growth)
+                               max_norm_growth=c.max_norm_growth,
+                               relative_update_rank=c.relative_update_rank)
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams), adaptation)
