@@ -38,15 +38,22 @@ SHIPPED = {
     # bar it is within one grid point of tuned Adam in 3 cells of 12 and beats
     # the LSTM in 5.
     "coordinate_v14": "coordinate_v14.npz",
-    # The default: fifteenth attempt, from configs/meta/coordinate_v15.yaml
-    # (see coordinate_v15.md): attempt 14's arrays with the per-tensor step
-    # adaptation (core/step_adaptation.py) and a recalibrated step.
+    # Fifteenth attempt, from configs/meta/coordinate_v15.yaml (see
+    # coordinate_v15.md): attempt 14's arrays with the per-tensor step
+    # adaptation (core/step_adaptation.py) and a recalibrated step. The
+    # default until attempt 24.
     "coordinate_v15": "coordinate_v15.npz",
     # Sixteenth attempt, from configs/meta/coordinate_v16.yaml (see
     # coordinate_v16.md): attempt 14's arrays meta-trained 250 more steps
     # with the step adaptation on, then recalibrated. Better than v15 on the
     # held-out MLPs and CNNs; not the default: it stalls on the character LM.
     "coordinate_v16": "coordinate_v16.npz",
+    # The default: twenty-fourth attempt, from configs/meta/coordinate_v24.yaml
+    # (see coordinate_v24.md): coordinate_v15's arrays, step and adaptation,
+    # with each step of an attention projection (rank-3 kernel) bounded
+    # relative to the kernel. Models without rank-3 tensors train exactly as
+    # with coordinate_v15.
+    "coordinate_v24": "coordinate_v24.npz",
     # The LSTM baseline (Andrychowicz et al.), meta-trained by the same binary
     # from configs/meta/lstm.yaml (see lstm_v1.md). Load it with
     # LearnedOptimizer(weights="lstm_v1").
@@ -59,7 +66,7 @@ SHIPPED = {
     # default of Mnemosyne(mode="super").
     "super_v1": "super_v1.npz",
 }
-DEFAULT_WEIGHTS = "coordinate_v15"
+DEFAULT_WEIGHTS = "coordinate_v24"
 DEFAULT_WEIGHTS_BY_MODE = {"coordinate": DEFAULT_WEIGHTS, "tensor": "tensor_v1",
                            "super": "super_v1"}
 
