@@ -27,9 +27,10 @@ in tests/bench_tensor_steps_test.py).
 
 Printed and written to `--out_dir` (JSON and a markdown table): the
 whole-training-set loss every `--steps`/10 steps of every variant; with
-`--stats` also, per tensor, the means of `TensorStats` (the step
-adaptation's agreement signal, the cosine of consecutive gradients, the
-relative update size), to look for what tells tensors apart. Only
+`--stats` also, per tensor, `TensorStats` (the means of the step
+adaptation's agreement signal, of the cosine of consecutive gradients, of the
+relative update size and of the update's cosine with the tensor, and the
+tensor's norm ratio over the run), to look for what tells tensors apart. Only
 meta-training tasks are accepted: this is a tool for design decisions, which
 the held-out tasks must not inform.
 """
@@ -129,7 +130,7 @@ class TensorStats:
       previous_update.assign(u)
     sums.assign_add(tf.stack(rows))
     norm_rows = tf.stack(norm_rows)
-    norms.assign(tf.where(count == 0, norm_rows, tf.stack([norms[:, 0], norm_rows[:, 1]], 1)))
+    norms.assign(tf.where(tf.equal(count, 0), norm_rows, tf.stack([norms[:, 0], norm_rows[:, 1]], 1)))
     count.assign_add(1)
 
   def summary(self, paths) -> dict:

@@ -130,6 +130,9 @@ class Mnemosyne(LearnedOptimizer):
   There is no learning rate to tune: `learning_rate` is a dimensionless
   multiplier of the learned step, 1.0 by default. Pass a schedule (e.g.
   `keras.optimizers.schedules.CosineDecay(1.0, decay_steps)`) to anneal it.
+  With weights that bound some tensors' steps (the default bounds attention
+  projections' relative steps), `learning_rate` does not change a step while
+  its bound binds.
   `weight_decay` is decoupled and per step: a variable shrinks by
   `learning_rate * weight_decay * variable`, inside the same guarded update.
 

@@ -405,13 +405,46 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
         full = dict(theta, **trainable)
         p, state, loss = param, bounded.init_state(param), 0.0
         for t in range(1, 4):
-          update, state = bounded.apply(full, state, 0.5 * p, p, t)
+          # The gradient of -|p|^2 / 4: every free step grows the norm, so the
+          # bound's active branch is the one differentiated.
+          update, state = bounded.apply(full, state, -0.5 * p, p, t)
           p = p + update
           loss += tf.reduce_sum(tf.square(p))
       return tape.gradient(loss, trainable)
 
-    for name, value in meta_gradient().items():
+    gradient = meta_gradient()
+    for name, value in gradient.items():
       self.assertTrue(np.all(np.isfinite(value.numpy())), msg=name)
+    # The part across the parameter still depends on the learned step.
+    self.assertNotEqual(float(gradient["log_step_size"]), 0.0)
+
+  def test_relative_update_rank_in_apply_and_the_default_weights(self):
+    # coordinate_v24 is coordinate_v15 with rank-3 kernels' steps bounded:
+    # on tensors of rank 2 and 4 the two give the same updates and states;
+    # on a rank-3 tensor whose free step exceeds the bound, v24's update is
+    # v15's scaled down to it.
+    from mnemosyne_tf import rule as rule_lib
+    from mnemosyne_tf import weights as weights_lib
+    v15, v24 = (weights_lib.load_weights(n) for n in ("coordinate_v15", "coordinate_v24"))
+    self.assertEqual(v15.sha256, v24.sha256)  # the same arrays
+    self.assertEqual(v24.config["relative_update_rank"], 3)
+    nets = [rule_lib.build_network(w.network, w.config) for w in (v15, v24)]
+    theta = {k: tf.constant(v) for k, v in v15.theta.items()}
+    rng = np.random.default_rng(6)
+    for shape in ([6, 5], [2, 3, 4], [3, 3, 2, 4]):
+      param = tf.constant(rng.normal(0, 0.01, shape), tf.float32)
+      states = [net.init_state(param) for net in nets]
+      for t, g in enumerate(testing.random_gradients(shape, 3), start=1):
+        (u15, states[0]), (u24, states[1]) = (
+            net.apply(theta, state, g, param, t) for net, state in zip(nets, states))
+        tf.nest.map_structure(self.assertAllClose, states[1], states[0])
+        if len(shape) != 3:
+          self.assertAllEqual(u24, u15)
+          continue
+        rms = lambda x: float(tf.sqrt(tf.reduce_mean(tf.square(x))))
+        limit = 0.01 * max(rms(param), 0.01)
+        self.assertGreater(rms(u15), limit)  # the bound binds on this kernel
+        self.assertAllClose(u24, u15 * (limit / rms(u15)), rtol=1e-4)
 
   def test_relative_update_bound_is_left_out_of_old_config_dicts(self):
     # Weights made before the option keep their config dicts (and checksums of

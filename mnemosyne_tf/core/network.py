@@ -109,7 +109,7 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       the next gradient, so the gain can grow to its limit unused.
     relative_update_floor: see max_relative_update.
     relative_update_rank: which tensors max_relative_update bounds: 0 (the
-      default) every tensor of rank >= 2; k >= 2 only tensors of rank k.
+      default) every tensor of rank >= 2; k in [2, 8] only tensors of rank k.
       With 3, in Keras models, that is the query, key, value and output
       kernels of MultiHeadAttention (EinsumDense kernels [dim, heads,
       head_dim] and [heads, head_dim, dim]), and not Dense kernels (rank 2)
