@@ -30,6 +30,30 @@ def normalized_momentum_reference(grads, momentum, step_size, beta2=0.999, rms=T
   return updates
 
 
+def xla_meta_gradient(net, theta, starts, gradient_of, steps=3):
+  """Second-order meta-gradient, under XLA, of the summed squared norms of
+  `starts` (numpy arrays) over `steps` steps of `net`, where the gradient of
+  tensor i at p is gradient_of(i, p); {trainable theta name: gradient}."""
+  trainable = {k: tf.Variable(v) for k, v in theta.items()
+               if not k.endswith(network.FIXED_SUFFIXES)}
+
+  @tf.function(jit_compile=True)
+  def meta_gradient():
+    with tf.GradientTape() as tape:
+      full = dict(theta, **trainable)
+      params = [tf.constant(p, tf.float32) for p in starts]
+      states = [net.init_state(p) for p in params]
+      loss = 0.0
+      for t in range(1, steps + 1):
+        for i, p in enumerate(params):
+          update, states[i] = net.apply(full, states[i], gradient_of(i, p), p, t)
+          params[i] = p + update
+        loss += sum(tf.reduce_sum(tf.square(p)) for p in params)
+    return tape.gradient(loss, trainable)
+
+  return meta_gradient()
+
+
 def run(net, theta, grads, param=None, learning_rate=1.0, weight_decay=0.0):
   param = tf.zeros(grads[0].shape) if param is None else param
   state = net.init_state(param)
@@ -315,28 +339,11 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
         output_normalization="none", gradient_eps=1e-7, odd_in_gradient=True,
         step_adaptation_rate=0.03, max_relative_update=0.02))
     theta = net.hand_set_theta(step_size=0.05)
-    trainable = {k: tf.Variable(v) for k, v in theta.items()
-                 if not k.endswith(network.FIXED_SUFFIXES)}
     rng = np.random.default_rng(3)
-    starts = [rng.normal(0, 0.1, [4, 3]).astype(np.float32),
-              rng.normal(0, 30.0, [3, 2]).astype(np.float32)]
-
-    @tf.function(jit_compile=True)
-    def meta_gradient():
-      with tf.GradientTape() as tape:
-        full = dict(theta, **trainable)
-        params = [tf.constant(p) for p in starts]
-        states = [net.init_state(p) for p in params]
-        loss = 0.0
-        for t in range(1, 4):
-          for i, p in enumerate(params):
-            g = 0.5 * p if i == 0 else 1e-3 * p  # gradient of a quadratic
-            update, states[i] = net.apply(full, states[i], g, p, t)
-            params[i] = p + update
-          loss += sum(tf.reduce_sum(tf.square(p)) for p in params)
-      return tape.gradient(loss, trainable)
-
-    gradient = meta_gradient()
+    starts = [rng.normal(0, 0.1, [4, 3]), rng.normal(0, 30.0, [3, 2])]
+    # Gradients of quadratics.
+    gradient = xla_meta_gradient(net, theta, starts,
+                                 lambda i, p: 0.5 * p if i == 0 else 1e-3 * p)
     for name, g in gradient.items():
       self.assertTrue(np.all(np.isfinite(g.numpy())), msg=name)
     self.assertNotEqual(float(gradient["log_step_size"]), 0.0)
@@ -396,23 +403,9 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
           tf.reshape(u_free, [-1]), param, 1e-4), [4, 5]), rtol=1e-5, atol=1e-8)
       tf.nest.map_structure(self.assertAllClose, state_bounded, state_free)
     self.assertEqual(bound_count, 3)
-    trainable = {k: tf.Variable(v) for k, v in theta.items()
-                 if not k.endswith(network.FIXED_SUFFIXES)}
-
-    @tf.function(jit_compile=True)
-    def meta_gradient():
-      with tf.GradientTape() as tape:
-        full = dict(theta, **trainable)
-        p, state, loss = param, bounded.init_state(param), 0.0
-        for t in range(1, 4):
-          # The gradient of -|p|^2 / 4: every free step grows the norm, so the
-          # bound's active branch is the one differentiated.
-          update, state = bounded.apply(full, state, -0.5 * p, p, t)
-          p = p + update
-          loss += tf.reduce_sum(tf.square(p))
-      return tape.gradient(loss, trainable)
-
-    gradient = meta_gradient()
+    # The gradient of -|p|^2 / 4: every free step grows the norm, so the
+    # bound's active branch is the one differentiated.
+    gradient = xla_meta_gradient(bounded, theta, [param.numpy()], lambda i, p: -0.5 * p)
     for name, value in gradient.items():
       self.assertTrue(np.all(np.isfinite(value.numpy())), msg=name)
     # The part across the parameter still depends on the learned step.
