@@ -348,69 +348,6 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       self.assertTrue(np.all(np.isfinite(g.numpy())), msg=name)
     self.assertNotEqual(float(gradient["log_step_size"]), 0.0)
 
-  def test_norm_growth_bound_against_numpy(self):
-    # <u', p> / |p|^2 <= g for rank >= 2, computed independently in float64
-    # numpy: u' = u - (a - g) p when a = <u, p> / |p|^2 > g; the part across
-    # p is kept; updates that shrink p, zero tensors and vectors are untouched.
-    rng = np.random.default_rng(4)
-    g = 0.001
-    param = rng.normal(0, 0.1, [6, 5])
-    across = rng.normal(0, 0.01, [6, 5])
-    across -= (across * param).sum() / (param * param).sum() * param  # exactly across
-    cases = [(param, (across + 0.01 * param).ravel()),   # grows 1% per step: binds
-             (param, (across + 0.0005 * param).ravel()),  # grows 0.05%: within
-             (param, (across - 0.05 * param).ravel()),    # shrinks: untouched
-             (np.zeros([6, 5]), rng.normal(0, 0.01, 30)),  # zero tensor
-             (rng.normal(0, 0.1, [7]), 0.5 * rng.normal(0, 0.1, 7))]  # vector
-    for i, (p, u) in enumerate(cases):
-      got = network.bound_norm_growth(tf.constant(u, tf.float32),
-                                      tf.constant(p, tf.float32), g).numpy()
-      flat = p.ravel()
-      a = (u @ flat) / (flat @ flat) if flat.any() else 0.0
-      expected = u - (a - g) * flat if p.ndim >= 2 and a > g else u
-      self.assertAllClose(got, expected, rtol=1e-5, atol=1e-9, msg=i)
-      if p.ndim >= 2 and flat.any():
-        self.assertLessEqual((got @ flat) / (flat @ flat), g + 1e-6, msg=i)
-    bound = network.bound_norm_growth(tf.constant(cases[0][1], tf.float32),
-                                      tf.constant(param, tf.float32), g).numpy()
-    # It binds in the first case: the growth fell from 1% to g; the part
-    # across the parameter is the same.
-    self.assertAllClose((bound @ param.ravel()) / (param ** 2).sum(), g, rtol=1e-3)
-    self.assertAllClose(bound - g * param.ravel(), across.ravel(), atol=1e-7)
-    with self.assertRaisesRegex(ValueError, "known rank"):
-      network.bound_norm_growth(tf.zeros([3]), tf.TensorSpec(None), g)
-
-  def test_norm_growth_bound_in_apply_and_its_meta_gradient(self):
-    # In apply: the same state, and the update is bound_norm_growth of the
-    # free network's; second order under XLA, the meta-gradient is finite.
-    kwargs = dict(output_normalization="none", gradient_eps=1e-7, odd_in_gradient=True,
-                  step_adaptation_rate=0.03)
-    free = network.CoordinateWiseNetwork(network.CoordinateConfig(**kwargs))
-    bounded = network.CoordinateWiseNetwork(network.CoordinateConfig(
-        max_norm_growth=1e-4, **kwargs))
-    theta = free.hand_set_theta(step_size=0.05)
-    param = tf.constant(np.random.default_rng(1).normal(0, 0.5, [4, 5]), tf.float32)
-    state_free, state_bounded = free.init_state(param), bounded.init_state(param)
-    bound_count = 0
-    for t in range(1, 4):
-      g = -param  # the gradient of -|p|^2 / 2: every free step grows the norm
-      u_free, state_free = free.apply(theta, state_free, g, param, t)
-      u_bounded, state_bounded = bounded.apply(theta, state_bounded, g, param, t)
-      flat = tf.reshape(param, [-1])
-      growth = float(tf.reduce_sum(tf.reshape(u_free, [-1]) * flat) / tf.reduce_sum(flat * flat))
-      bound_count += growth > 1e-4
-      self.assertAllClose(u_bounded, tf.reshape(network.bound_norm_growth(
-          tf.reshape(u_free, [-1]), param, 1e-4), [4, 5]), rtol=1e-5, atol=1e-8)
-      tf.nest.map_structure(self.assertAllClose, state_bounded, state_free)
-    self.assertEqual(bound_count, 3)
-    # The gradient of -|p|^2 / 4: every free step grows the norm, so the
-    # bound's active branch is the one differentiated.
-    gradient = xla_meta_gradient(bounded, theta, [param.numpy()], lambda i, p: -0.5 * p)
-    for name, value in gradient.items():
-      self.assertTrue(np.all(np.isfinite(value.numpy())), msg=name)
-    # The part across the parameter still depends on the learned step.
-    self.assertNotEqual(float(gradient["log_step_size"]), 0.0)
-
   def test_relative_update_rank_in_apply_and_the_default_weights(self):
     # coordinate_v24 is coordinate_v15 with rank-3 kernels' steps bounded:
     # on tensors of rank 2 and 4 the two give the same updates and states;
@@ -444,12 +381,9 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     # caches keyed by them).
     self.assertNotIn("max_relative_update", network.CoordinateConfig().to_dict())
     self.assertNotIn("relative_update_floor", network.CoordinateConfig().to_dict())
-    self.assertNotIn("max_norm_growth", network.CoordinateConfig().to_dict())
     self.assertNotIn("relative_update_rank", network.CoordinateConfig().to_dict())
     ranked = network.CoordinateConfig(max_relative_update=0.02, relative_update_rank=3)
     self.assertEqual(network.CoordinateConfig.from_dict(ranked.to_dict()), ranked)
-    growth = network.CoordinateConfig(max_norm_growth=0.001)
-    self.assertEqual(network.CoordinateConfig.from_dict(growth.to_dict()), growth)
     bounded = network.CoordinateConfig(max_relative_update=0.02)
     self.assertEqual(network.CoordinateConfig.from_dict(bounded.to_dict()), bounded)
 
@@ -504,7 +438,6 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       ("output_normalization", "l2"), ("gradient_eps", -1e-8), ("odd_in_gradient", 1),
       ("max_relative_update", -0.1), ("max_relative_update", 2.0),
       ("max_relative_update", True), ("relative_update_floor", 0.0),
-      ("max_norm_growth", -1e-3), ("max_norm_growth", "0.001"),
       ("relative_update_rank", 1), ("relative_update_rank", 9), ("relative_update_rank", 3.0),
       ("relative_update_rank", True))
   def test_invalid_config_raises(self, field, value):

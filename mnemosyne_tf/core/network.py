@@ -118,20 +118,11 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       costs the others their early steps (coordinate_v2.md, attempt 24).
       Like VeLO's (Metz et al., 2022) use of a tensor's shape, this is a
       per-tensor feature the rule reads from the layout, not the gradients.
-    max_norm_growth: > 0 bounds, for a tensor of rank >= 2, the part of the
-      learned step along the parameter: <update, param> / |param|^2 <= this
-      (`bound_norm_growth`), so the tensor's norm grows by at most this
-      fraction per step to first order; the step across the parameter is
-      left alone. 0 (the default, and weights made before it): no bound.
-      theta and the state are unchanged. A probe: it holds down the norms of
-      a stalled LM's query and key kernels but does not remove the stall
-      (coordinate_v2.md, the probes after attempt 23); no weights use it.
   """
   # Not annotated fields: class constants. Options added after weights were
   # shipped, left out of config dicts while at their defaults.
   omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound",
-                     "max_relative_update", "relative_update_floor", "max_norm_growth",
-                     "relative_update_rank")
+                     "max_relative_update", "relative_update_floor", "relative_update_rank")
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -150,7 +141,6 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   step_adaptation_bound: float = 3.0
   max_relative_update: float = 0.0
   relative_update_floor: float = DEFAULT_RELATIVE_UPDATE_FLOOR
-  max_norm_growth: float = 0.0
   relative_update_rank: int = 0
 
   def __post_init__(self):
@@ -158,8 +148,7 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
     step_adaptation.check_config(self.step_adaptation_rate, self.step_adaptation_bound,
                                  type(self).__name__)
     for name, value, low_open in (("max_relative_update", self.max_relative_update, False),
-                                  ("relative_update_floor", self.relative_update_floor, True),
-                                  ("max_norm_growth", self.max_norm_growth, False)):
+                                  ("relative_update_floor", self.relative_update_floor, True)):
       if (isinstance(value, bool) or not isinstance(value, (int, float))
           or not (0 < value if low_open else 0 <= value) or not value <= 1):
         raise ValueError(f"CoordinateConfig.{name} must be a float in "
@@ -216,7 +205,7 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
                       learning_rate, weight_decay, normalize=True, grad=None,
                       gradient_eps=0.0, max_relative_update=0.0,
                       relative_update_floor=DEFAULT_RELATIVE_UPDATE_FLOOR,
-                      max_norm_growth=0.0, relative_update_rank=0):
+                      relative_update_rank=0):
   """The learned rules' shared output stage, flat [P] in and out:
 
       -lr * exp(log_step_size + a * tanh(mean(magnitude))) * gate * direction / rms(direction)
@@ -224,8 +213,8 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
 
   (without the division by rms(direction) if not `normalize`; gate = 1 if
   gradient_eps is 0). With `max_relative_update` r > 0 the first term is then
-  bounded per tensor (`bound_relative_update`), and with `max_norm_growth`
-  > 0 its part along the parameter (`bound_norm_growth`).
+  bounded per tensor (`bound_relative_update`; with `relative_update_rank`
+  k > 0 only tensors of rank k).
   """
   log_factor = magnitude_range * tf.tanh(tf.reduce_mean(magnitude))
   learning_rate = tf.cast(learning_rate, tf.float32)
@@ -239,8 +228,6 @@ def normalized_update(direction, magnitude, log_step_size, magnitude_range, para
   if max_relative_update:
     update = bound_relative_update(update, param, max_relative_update,
                                    relative_update_floor, relative_update_rank)
-  if max_norm_growth:
-    update = bound_norm_growth(update, param, max_norm_growth)
   return update - learning_rate * tf.cast(weight_decay, tf.float32) * tf.reshape(
       tf.cast(param, tf.float32), [-1])
 
@@ -274,33 +261,6 @@ def bound_relative_update(update, param, max_relative_update, floor, rank=0):
   # min(1, limit / rms_update), 1 for a zero update; one expression, so that
   # no unused branch's gradient can overflow.
   return update * (limit / tf.maximum(rms_update, limit))
-
-
-def bound_norm_growth(update, param, max_norm_growth):
-  """`update` (flat [P]) with its component along `param` reduced, if needed,
-  so that
-
-      a = <update, param> / |param|^2 <= max_norm_growth
-
-  for a `param` of rank >= 2: update - max(a - max_norm_growth, 0) * param.
-  |param + update| / |param| is 1 + a to first order, so this bounds how fast
-  the tensor's norm grows per step; moves across the parameter and moves
-  that shrink it are untouched. Vectors and scalars are returned unchanged,
-  and so is the update of a zero tensor (a = 0). Why it was tried: the
-  logits of attention grow with the norms of the query and key kernels
-  (attention logit growth, Wortsman et al., "Small-scale proxies for
-  large-scale Transformer training instabilities", 2023), and a stalled
-  character LM's grow 8x in 500 steps at 4x v15's step. Bounded, they grow
-  2.3x and the LM still stalls, while the CNNs and MLPs lose their early
-  steps (`benchmarks/results/meta_v23/probes_after/`)."""
-  if param.shape.rank is None:
-    raise ValueError("bound_norm_growth needs a parameter of known rank")
-  if param.shape.rank < 2:
-    return update
-  flat_param = tf.reshape(tf.cast(param, tf.float32), [-1])
-  growth = tf.math.divide_no_nan(tf.reduce_sum(update * flat_param),
-                                 tf.reduce_sum(tf.square(flat_param)))
-  return update - tf.maximum(growth - max_norm_growth, 0.0) * flat_param
 
 
 class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
@@ -506,6 +466,5 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
                                gradient_eps=c.gradient_eps,
                                max_relative_update=c.max_relative_update,
                                relative_update_floor=c.relative_update_floor,
-                               max_norm_growth=c.max_norm_growth,
                                relative_update_rank=c.relative_update_rank)
     return tf.reshape(update, shape), CoordinateState(second_moment, tuple(cams), adaptation)

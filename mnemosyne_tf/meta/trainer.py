@@ -666,15 +666,14 @@ def behind_adam(per_task: dict, adam: dict, learning_rate: float) -> List[str]:
   for name, run in per_task.items():
     task = name.split("/")[0]
     for horizon, loss in run["loss"].items():
-      rule.setdefault((task, str(horizon)), []).append(loss)
+      # A diverged rule run (loss None, NaN or inf) is behind; an unstable
+      # Adam run (adam_rank ignores it) is a floor any rule meets.
+      rule.setdefault((task, str(horizon)), []).append(
+          loss if loss is not None and math.isfinite(loss) else math.inf)
       ref = adam[name][f"{learning_rate:g}"]
       value = ref[str(horizon)]
-      # An unstable Adam run (adam_rank ignores it) is a floor any rule meets;
-      # a diverged rule run (loss None, NaN or inf) is behind.
       reference.setdefault((task, str(horizon)), []).append(
           value if ref.get("stable", True) and value is not None else math.inf)
-      if loss is None or not math.isfinite(loss):
-        rule[(task, str(horizon))][-1] = math.inf
   return [f"{task}@{horizon}" for (task, horizon), losses in rule.items()
           if not np.mean(losses) <= np.mean(reference[(task, horizon)])]
 
