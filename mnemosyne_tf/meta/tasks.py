@@ -144,7 +144,22 @@ HELD_OUT_CONFIRM = (
     TaskSpec("digits_vit_16", "digits_images", "vit", (16,), "gelu", batch_size=64),
     TaskSpec("descr_lm_64", "descr_chars", "lm", (64,), "gelu", batch_size=32),
 )
-ALL_HELD_OUT = HELD_OUT + HELD_OUT_FRESH + HELD_OUT_CONFIRM
+
+# A fourth held-out set, defined in the session of attempt 26 (coordinate_v2.md)
+# before any weights had been evaluated on it: the three sets above have been
+# seen by the evaluations of attempts 1-25. Attempt 26 picks its network by
+# the model's layout (attention or not), so the set has models of both kinds:
+# two MLPs and a CNN with other widths and activations, and a transformer over
+# the feature tokens of iris (like the meta-training task wine_ft_16, which no
+# shipped weights' config names). Never used to train or select weights.
+HELD_OUT_LAYOUT = (
+    TaskSpec("wine_mlp_128x64_gelu", "wine", "mlp", (128, 64), "gelu", batch_size=32),
+    TaskSpec("breast_cancer_mlp_128_relu", "breast_cancer", "mlp", (128,), "relu",
+             batch_size=32),
+    TaskSpec("digits_cnn_12x24_elu", "digits_images", "cnn", (12, 24), "elu", batch_size=32),
+    TaskSpec("iris_ft_16", "iris", "ft", (16,), "gelu", batch_size=16),
+)
+ALL_HELD_OUT = HELD_OUT + HELD_OUT_FRESH + HELD_OUT_CONFIRM + HELD_OUT_LAYOUT
 
 # The learning-rate grid that the bar compares with (held-out evaluation and
 # the adam_rank calibration): 7 points, 1e-4 .. 1e-1.
