@@ -161,6 +161,14 @@ HELD_OUT_LAYOUT = (
 )
 ALL_HELD_OUT = HELD_OUT + HELD_OUT_FRESH + HELD_OUT_CONFIRM + HELD_OUT_LAYOUT
 
+# The model families built with MultiHeadAttention (rank-3 projection kernels).
+ATTENTION_MODELS = ("vit", "ft", "lm", "mlm")
+
+
+def has_attention(spec: TaskSpec) -> bool:
+  """Whether the task's model has attention layers."""
+  return spec.model in ATTENTION_MODELS
+
 # The learning-rate grid that the bar compares with (held-out evaluation and
 # the adam_rank calibration): 7 points, 1e-4 .. 1e-1.
 ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))
