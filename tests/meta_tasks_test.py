@@ -20,7 +20,12 @@ class TasksTest(tf.test.TestCase):
     confirm = {s.name for s in tasks.HELD_OUT_CONFIRM}
     self.assertEmpty(confirm & (train | held | fresh))
     self.assertLen(confirm, 3)
-    self.assertEqual({s.name for s in tasks.ALL_HELD_OUT}, held | fresh | confirm)
+    layout = {s.name for s in tasks.HELD_OUT_LAYOUT}
+    self.assertEmpty(layout & (train | held | fresh | confirm))
+    self.assertLen(layout, 4)
+    # Attempt 26's set has models with attention and models without.
+    self.assertEqual({tasks.has_attention(s) for s in tasks.HELD_OUT_LAYOUT}, {True, False})
+    self.assertEqual({s.name for s in tasks.ALL_HELD_OUT}, held | fresh | confirm | layout)
     self.assertIn("vit", {s.model for s in tasks.HELD_OUT})
     self.assertNotIn("vit", {s.model for s in tasks.META_TRAIN})
     self.assertNotIn("breast_cancer", {s.dataset for s in tasks.META_TRAIN})
