@@ -105,6 +105,12 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(verdicts["mine"]["t"]["beats_adam_1e-3"], [True, True])
     self.assertTrue(verdicts["bad"]["t"]["diverged"])
     self.assertTrue(math.isinf(evaluate.loss_at(results["t"]["bad"], 20)))
+    # A NaN loss compares as the worst: every grid point is better than it.
+    nan_at_20 = {"steps": [0, 10, 20], "loss": [2.0, 0.1, float("nan")]}
+    _, nan_verdicts = evaluate.summarize({"t": dict(results["t"], nan=nan_at_20)}, 10, 20,
+                                         ["nan"])
+    self.assertEqual(nan_verdicts["nan"]["t"]["grid_points_better"], [0, 2])
+    self.assertEqual(nan_verdicts["nan"]["t"]["beats_adam_1e-3"], [True, False])
     self.assertIn("| t | mine | 0.4000 | 0.1000 | 1 / 0 |", table)
     self.assertTrue(evaluate.diverged(curve(1.0, 0.5, 1.5)))
     self.assertFalse(evaluate.diverged(curve(1.0, 1.5, 0.5)))

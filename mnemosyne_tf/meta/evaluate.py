@@ -139,10 +139,11 @@ def diverged(curve) -> bool:
 
 
 def loss_at(curve, step):
-  """Whole-set loss recorded at `step` (inf if the run ended earlier: diverged)."""
+  """Whole-set loss recorded at `step`; inf if it is not finite or the run
+  ended earlier (diverged), so that a diverged run compares as the worst."""
   for s, l in zip(curve["steps"], curve["loss"]):
     if s == step:
-      return l
+      return l if math.isfinite(l) else float("inf")
   return float("inf")
 
 
