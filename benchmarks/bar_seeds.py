@@ -31,7 +31,7 @@ def _label_of(evaluation: dict, weights: str, path: str) -> str:
   """The label of the learned optimizer that runs `weights` (a name, or a file
   whose stem is that name)."""
   found = [label for label, spec in evaluation["optimizers"].items()
-           if spec.split(":", 1)[0] in ("mnemosyne", "learned", "lstm")
+           if spec.split(":", 1)[0] in ("mnemosyne", "learned")
            and os.path.splitext(os.path.basename(spec.split(":", 1)[1]))[0] == weights]
   if len(found) != 1:
     raise ValueError(f"{path}: {len(found)} optimizers run the weights {weights!r} "

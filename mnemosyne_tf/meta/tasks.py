@@ -169,6 +169,7 @@ def has_attention(spec: TaskSpec) -> bool:
   """Whether the task's model has attention layers."""
   return spec.model in ATTENTION_MODELS
 
+
 # The learning-rate grid that the bar compares with (held-out evaluation and
 # the adam_rank calibration): 7 points, 1e-4 .. 1e-1.
 ADAM_GRID = tuple(float(f"{10 ** (-4 + i / 2):.3g}") for i in range(7))
