@@ -5,9 +5,10 @@
         [--baseline=adam:0.001] [--rounds=3] [--out_dir=...]
 
 `benchmarks/overhead.py` times whole training steps of models; this times
-only the update (`apply_gradients` on one variable of `--size` coordinates,
-the gradient a cheap function of the variable), which is where a learned rule
-spends its extra time on big models. So it tells what each part of a rule
+only the update (`apply_gradients` on one variable of about `--size`
+coordinates, with a fixed gradient kept in a variable, so that nothing but the
+update is timed), which is where a learned rule spends its extra time on big
+models. So it tells what each part of a rule
 costs: a variant that switches one stage off (`<weights>+field=value`, as in
 `mnemosyne_tf.meta.evaluate`) against the rule with it on. Every optimizer is
 built and compiled first; then `--rounds` rounds time each of them in turn
@@ -35,9 +36,29 @@ DEFAULT_OPTIMIZERS = ("mnemosyne:coordinate_v24",
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "rule_cost")
 
 
-def check_args(size: int, specs, baseline: str, rounds: int, steps_per_call: int) -> None:
+def check_spec(spec: str) -> None:
+  """ValueError unless `spec` is 'mnemosyne:<weights>[+field=value...]',
+  'learned:<weights>...' or 'adam:<lr>' with lr > 0 (the weights themselves
+  are checked when `measure` builds every optimizer, before compiling any)."""
+  from mnemosyne_tf.meta import evaluate
+  kind, sep, arg = spec.partition(":")
+  if not sep or not arg or kind not in ("mnemosyne", "learned", "adam"):
+    raise ValueError(f"--optimizers: expected mnemosyne:<weights>[+field=value...] or "
+                     f"adam:<lr>, got {spec!r}")
+  if kind == "adam":
+    try:
+      lr = float(arg)
+    except ValueError:
+      lr = float("nan")
+    if not lr > 0 or lr == float("inf"):
+      raise ValueError(f"--optimizers: Adam's learning rate must be a number > 0, got {spec!r}")
+  else:
+    evaluate.parse_weights(arg)
+
+
+def check_args(size, specs, baseline: str, rounds: int, steps_per_call: int) -> None:
   """ValueError naming the bad argument (before anything is built)."""
-  if size < 1:
+  if not size >= 1:
     raise ValueError(f"--size must be >= 1, got {size}")
   if rounds < 1 or steps_per_call < 1:
     raise ValueError(f"--rounds and --steps_per_call must be >= 1, got {rounds}, "
@@ -48,35 +69,46 @@ def check_args(size: int, specs, baseline: str, rounds: int, steps_per_call: int
     raise ValueError(f"--optimizers names one optimizer twice: {list(specs)}")
   if baseline not in specs:
     raise ValueError(f"--baseline {baseline!r} is not one of --optimizers {list(specs)}")
+  for spec in specs:
+    check_spec(spec)
+
+
+def variable_shape(size: int):
+  """[rows, cols] with rows * cols >= size, as close as whole rows of about
+  1,000 allow (the real count is recorded)."""
+  rows = max(1, int(size) // 1000)
+  return [rows, -(-int(size) // rows)]
 
 
 def measure(size: int, specs, rounds: int = 3, steps_per_call: int = 10,
             jit_compile: bool = True, log=print):
-  """{spec: [seconds per update in each round]} and {spec: the variable's mean
-  absolute change over the first call} (> 0: the optimizer did update it)."""
+  """({spec: [seconds per update in each round]}, {spec: the variable's mean
+  absolute change over the first call} (> 0: the optimizer did update it)).
+  Every optimizer is built before any is compiled, so that a bad weights
+  name fails at once."""
   import keras
   import tensorflow as tf
   from mnemosyne_tf.meta import evaluate
-  rows = max(1, size // 1000)
-  shape = [rows, -(-size // rows)]
+  shape = variable_shape(size)
+  grad = tf.Variable(tf.sin(3.0 * tf.random.stateless_normal(shape, [0, 1])), trainable=False)
+  optimizers = {spec: evaluate.make_optimizer(spec) for spec in specs}
   calls, moved = {}, {}
-  for spec in specs:
+  for spec, optimizer in optimizers.items():
     var = keras.Variable(tf.random.stateless_normal(shape, [0, 0]) * 0.1)
-    optimizer = evaluate.make_optimizer(spec)
     optimizer.build([var])
 
     def make(optimizer=optimizer, var=var):
       @tf.function(jit_compile=jit_compile)
       def call():
-        for i in tf.range(steps_per_call):
-          grad = tf.sin(3.0 * var + tf.cast(i, tf.float32))
+        for _ in tf.range(steps_per_call):
           optimizer.apply_gradients([(grad, var)])
-        return var.value
+        return var[0, 0]  # a scalar: no copy of the variable is timed
       return call
 
     calls[spec] = make()
     before = var.numpy()
-    moved[spec] = float(abs(calls[spec]().numpy() - before).mean())  # traces and compiles
+    calls[spec]().numpy()  # traces and compiles
+    moved[spec] = float(abs(var.numpy() - before).mean())
     log(f"  built {spec}")
   times = {spec: [] for spec in specs}
   for r in range(rounds):
@@ -115,7 +147,8 @@ def markdown(rows, meta) -> str:
 
 
 def define_flags():
-  flags.DEFINE_float("size", 1e6, "Coordinates of the one variable.")
+  flags.DEFINE_float("size", 1e6, "Coordinates of the one variable (rounded up to whole "
+                    "rows of about 1,000; the count used is recorded).")
   flags.DEFINE_list("optimizers", list(DEFAULT_OPTIMIZERS),
                     "mnemosyne_tf.meta.evaluate optimizer specs: mnemosyne:<weights>"
                     "[+field=value...] or adam:<lr>.")
@@ -129,8 +162,9 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
-  size = int(f.size)
-  check_args(size, f.optimizers, f.baseline, f.rounds, f.steps_per_call)
+  check_args(f.size, f.optimizers, f.baseline, f.rounds, f.steps_per_call)
+  rows, cols = variable_shape(f.size)
+  size = rows * cols
   times, moved = measure(size, f.optimizers, f.rounds, f.steps_per_call, f.jit_compile)
   still = [spec for spec, m in moved.items() if not m > 0]
   if still:

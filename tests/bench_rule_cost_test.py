@@ -19,10 +19,21 @@ class RuleCostTest(tf.test.TestCase):
                          ((10, specs, "adam:0.001", 0, 10), "--rounds"),
                          ((10, [], "adam:0.001", 3, 10), "empty"),
                          ((10, specs + specs[:1], "adam:0.001", 3, 10), "twice"),
-                         ((10, specs, "adam:0.01", 3, 10), "--baseline")):
+                         ((10, specs, "adam:0.01", 3, 10), "--baseline"),
+                         ((10, specs + ["sgd:0.1"], "adam:0.001", 3, 10), "sgd:0.1"),
+                         ((10, specs + ["adam:abc"], "adam:0.001", 3, 10), "adam:abc"),
+                         ((10, specs + ["adam:-1"], "adam:0.001", 3, 10), "adam:-1"),
+                         ((10, specs + ["mnemosyne:x+oops"], "adam:0.001", 3, 10), "oops"),
+                         ((0.5, specs, "adam:0.001", 3, 10), "--size")):
       with self.assertRaisesRegex(ValueError, needle):
         rule_cost.check_args(*args)
     rule_cost.check_args(10, specs, "adam:0.001", 3, 10)  # no error
+
+  def test_variable_shape_covers_the_size(self):
+    for size in (1, 999, 1000, 2001, 10 ** 6 + 7):
+      rows, cols = rule_cost.variable_shape(size)
+      self.assertGreaterEqual(rows * cols, size)
+      self.assertLess(rows * cols - size, rows, msg=size)  # less than one column more
 
   def test_table_is_the_median_over_the_baselines_median(self):
     self.assertEqual(rule_cost.median([3.0, 1.0, 2.0]), 2.0)
@@ -36,9 +47,9 @@ class RuleCostTest(tf.test.TestCase):
     out_dir = self.create_tempdir().full_path
     specs = "mnemosyne:coordinate_v24,mnemosyne:coordinate_v24+step_adaptation_rate=0,adam:0.001"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.rule_cost", "--size=2000", "--rounds=1",
+        [sys.executable, "-m", "benchmarks.rule_cost", "--size=2001", "--rounds=1",
          "--steps_per_call=2", f"--optimizers={specs}", f"--out_dir={out_dir}"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=240)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(os.path.join(out_dir, "rule_cost.json")) as fh:
       saved = json.load(fh)
@@ -49,7 +60,11 @@ class RuleCostTest(tf.test.TestCase):
       self.assertAllClose(row["ms_per_update"], seconds[0] * 1e3)
       self.assertAllClose(row["ratio"], seconds[0] / saved["seconds"]["adam:0.001"][0])
       self.assertGreater(saved["mean_abs_change"][row["optimizer"]], 0.0)
-    self.assertEqual(saved["meta"]["size"], 2000)
+    self.assertEqual(saved["meta"]["size"], 2002)  # 2 rows of 1,001
+    # Each spec ran its own rule: the variant without the step adaptation
+    # moves the variable by another amount than the default.
+    change = saved["mean_abs_change"]
+    self.assertNotAlmostEqual(change[specs.split(",")[0]], change[specs.split(",")[1]], places=7)
     with open(os.path.join(out_dir, "rule_cost.md")) as fh:
       self.assertEqual(fh.read(), rule_cost.markdown(saved["rows"], saved["meta"]) + "\n")
 
