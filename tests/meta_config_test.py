@@ -92,7 +92,17 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
                            "calibrate_adam_floor": True},
        "calibrate_adam_floor must be 0 or a learning rate"),
       ("adam_floor_without_rank", {"calibrate_step_size": [1.0], "calibrate_adam_floor": 0.001},
-       "calibrate_adam_floor needs calibrate_criterion: adam_rank"))
+       "calibrate_adam_floor needs calibrate_criterion: adam_rank"),
+      ("rise_negative", {"calibrate_step_size": [1.0], "calibrate_rise_tolerance": -0.01},
+       r"calibrate_rise_tolerance must be a float in \[0, 1\]"),
+      ("rise_above_one", {"calibrate_step_size": [1.0], "calibrate_rise_tolerance": 2.0},
+       r"calibrate_rise_tolerance must be a float in \[0, 1\]"),
+      ("rise_bool", {"calibrate_step_size": [1.0], "calibrate_rise_tolerance": True},
+       "calibrate_rise_tolerance must be a float"),
+      ("rise_nan", {"calibrate_step_size": [1.0], "calibrate_rise_tolerance": float("nan")},
+       "calibrate_rise_tolerance must be a float"),
+      ("rise_without_calibration", {"calibrate_rise_tolerance": 0.05},
+       "calibrate_rise_tolerance needs calibrate_step_size"))
   def test_invalid_values_are_refused_with_their_name(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       config_lib.MetaTrainConfig.from_dict(overrides)
@@ -106,6 +116,11 @@ class MetaConfigTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn("calibrate_seeds", one.to_dict())  # configs written before it
     self.assertNotIn("calibrate_stability_margin", one.to_dict())
     self.assertNotIn("calibrate_adam_floor", one.to_dict())
+    self.assertNotIn("calibrate_rise_tolerance", one.to_dict())
+    rise = config_lib.MetaTrainConfig.from_dict({"calibrate_step_size": [0.5, 1.0],
+                                                 "calibrate_rise_tolerance": 0.05})
+    self.assertEqual(rise.to_dict()["calibrate_rise_tolerance"], 0.05)
+    self.assertEqual(config_lib.MetaTrainConfig.from_dict(rise.to_dict()), rise)
     floor = config_lib.MetaTrainConfig.from_dict({
         "calibrate_step_size": [0.5, 1.0], "calibrate_criterion": "adam_rank",
         "calibrate_adam_floor": 0.001})

@@ -1,6 +1,7 @@
 """The meta-trainer: it learns, exports loadable weights, and resumes exactly."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -456,6 +457,52 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFalse(os.path.exists(os.path.join(workdir, "weights.npz")))
     with open(os.path.join(workdir, "calibration.json")) as f:
       self.assertTrue(json.load(f)["runs"][0][1]["per_task"]["wine_mlp_32_relu"]["diverged"])
+
+  def test_rise_tolerance_tells_a_plateau_from_a_blow_up(self):
+    # Attempt 28's iris runs (coordinate_v2.md): 0.043095 at 200 steps, then
+    # 0.043100 (x4, a 0.01% rise) and 0.0446 against 0.0398 (x8, 12%).
+    self.assertTrue(trainer_lib.rose(0.043095, 0.043100))
+    self.assertFalse(trainer_lib.rose(0.043095, 0.043100, 0.05))
+    self.assertTrue(trainer_lib.rose(0.0398, 0.0446, 0.05))
+    self.assertFalse(trainer_lib.rose(0.0398, 0.0446, 0.2))
+    self.assertFalse(trainer_lib.rose(0.5, 0.5))  # level is not a rise
+    self.assertFalse(trainer_lib.rose(0.5, 0.4))
+    self.assertTrue(trainer_lib.rose(0.0, 1e-12, 1.0))  # from 0 any rise counts
+
+  def test_calibration_applies_the_rise_tolerance_to_every_run(self):
+    # Whatever the runs do, each one's verdict is the one its recorded losses
+    # give under the config's tolerance: NaN/Inf or above the start at a
+    # horizon, or a rise beyond the tolerance between the two horizons.
+    workdir = self.create_tempdir().full_path
+
+    def calibrate(tolerance):
+      """(verdicts checked, runs stable only thanks to the tolerance)."""
+      cfg = tiny(meta_steps=0, horizon=4, unroll=2, calibrate_horizon=8,
+                 calibrate_step_size=[0.5, 4.0, 64.0], calibrate_rise_tolerance=tolerance)
+      try:
+        trainer_lib.MetaTrainer(cfg, workdir).train(log=lambda line: None)
+      except trainer_lib.CalibrationError:
+        pass  # nothing stable: the record is written all the same
+      with open(os.path.join(workdir, "calibration.json")) as f:
+        runs = json.load(f)["runs"]
+      verdicts, tolerated = 0, 0
+      for _, entry in runs:
+        for run in entry["per_task"].values():
+          at4, at8 = run["loss"]["4"], run["loss"]["8"]
+          bad = [x is None or not math.isfinite(x) or x > run["start"] for x in (at4, at8)]
+          want = bad[0] or bad[1] or trainer_lib.rose(at4, at8, tolerance)
+          self.assertEqual(run["diverged"], want, msg=(tolerance, run))
+          verdicts += 1
+          tolerated += not want and trainer_lib.rose(at4, at8)  # unstable at tolerance 0
+      self.assertEqual(verdicts, 3 * len(cfg.tasks))
+      return tolerated
+
+    # This config has such a run (x64: 0.097 at 4 steps, 0.143 at 8), so the
+    # tolerance is exercised, not only the verdicts that do not depend on it.
+    self.assertGreater(calibrate(0.5), 0)
+    # The same workdir without the tolerance: the saved scores are not reused
+    # (their verdicts depended on it), and the rise counts again.
+    self.assertEqual(calibrate(0.0), 0)
 
   def test_calibration_chooses_below_the_first_unstable_multiplier(self):
     inf = float("inf")

@@ -80,7 +80,8 @@ class MetaTrainConfig:
       `calibrate_horizon` steps; its score is the mean over tasks of the log
       of the whole-training-set loss at `horizon` and at `calibrate_horizon`,
       or +inf if a run is unstable (NaN/Inf, a loss above its start, or a
-      higher loss at `calibrate_horizon` than at `horizon`). The exported
+      higher loss at `calibrate_horizon` than at `horizon`, beyond
+      `calibrate_rise_tolerance`). The exported
       weights take the best multiplier below the first unstable one
       (`trainer.choose_multiplier`). The meta-gradient sees
       `unroll` steps at a time, and a short horizon biases it towards small
@@ -116,6 +117,14 @@ class MetaTrainConfig:
       is a mean over tasks, so one task can fall well behind Adam(1e-3)
       while the others outweigh it (coordinate_v2.md, attempt 22: the masked
       LM). No eligible multiplier: CalibrationError, nothing exported.
+    calibrate_rise_tolerance: how much higher than at `horizon` a rule's run
+      may end at `calibrate_horizon` and still count as stable, as a fraction
+      of its loss at `horizon` (`trainer.rose`): 0 (the default, and every
+      config before the option) counts any rise as unstable. A run on a
+      plateau ends a hair above where it was (coordinate_v2.md, attempt 28:
+      0.043100 against 0.043095, a rise of 0.01%, made a multiplier
+      unstable); a blow-up rises by far more (attempt 28 at x8: 12%). NaN/Inf
+      and a loss above the start stay unstable whatever the tolerance.
   """
   network: str = "coordinate"
   network_config: dict = dataclasses.field(default_factory=dict)
@@ -147,6 +156,7 @@ class MetaTrainConfig:
   calibrate_seeds: int = 1
   calibrate_stability_margin: float = 1.0
   calibrate_adam_floor: float = 0.0
+  calibrate_rise_tolerance: float = 0.0
 
   def __post_init__(self):
     problems = []
@@ -262,6 +272,11 @@ class MetaTrainConfig:
          f"{list(tasks_lib.ADAM_GRID)}, got {floor!r}")
     need(floor == 0 or self.calibrate_criterion == "adam_rank",
          "calibrate_adam_floor needs calibrate_criterion: adam_rank")
+    rise = self.calibrate_rise_tolerance
+    need(isinstance(rise, (int, float)) and not isinstance(rise, bool)
+         and math.isfinite(rise) and 0 <= rise <= 1,
+         f"calibrate_rise_tolerance must be a float in [0, 1], got {rise!r}")
+    need(rise == 0 or bool(values), "calibrate_rise_tolerance needs calibrate_step_size")
     need(self.calibrate_criterion in CALIBRATION_CRITERIA,
          f"calibrate_criterion must be one of {CALIBRATION_CRITERIA}, "
          f"got {self.calibrate_criterion!r}")
@@ -286,6 +301,8 @@ class MetaTrainConfig:
       del out["calibrate_stability_margin"]
     if out["calibrate_adam_floor"] == 0:  # likewise
       del out["calibrate_adam_floor"]
+    if out["calibrate_rise_tolerance"] == 0:  # likewise
+      del out["calibrate_rise_tolerance"]
     for name, value in out.items():
       if isinstance(value, tuple):
         out[name] = list(value)

@@ -377,6 +377,8 @@ class MetaTrainer:
                 "meta_loss_floor": cfg.meta_loss_floor}
     if cfg.calibrate_seeds > 1:  # identities saved before the option stay valid
       identity["calibrate_seeds"] = cfg.calibrate_seeds
+    if cfg.calibrate_rise_tolerance:  # the verdicts depend on it; likewise
+      identity["calibrate_rise_tolerance"] = cfg.calibrate_rise_tolerance
     done = {}
     if os.path.exists(path):
       with open(path) as f:
@@ -577,7 +579,7 @@ class MetaTrainer:
         at[position] = float(task.loss(params, task.x, task.y))
         if not math.isfinite(at[position]) or at[position] > start:
           return {"score": math.inf, "start": start, "loss": at, "diverged": True}
-    if at[cfg.calibration_horizon()] > at[cfg.horizon]:  # worse after the longer run
+    if rose(at[cfg.horizon], at[cfg.calibration_horizon()], cfg.calibrate_rise_tolerance):
       return {"score": math.inf, "start": start, "loss": at, "diverged": True}
     floor = cfg.meta_loss_floor or 1e-30
     score = float(np.mean([math.log(max(loss, floor)) for loss in at.values()]))
@@ -626,6 +628,15 @@ MAX_STEPS_WITHOUT_GRADIENT = 10
 class MetaTrainingError(RuntimeError):
   """Meta-training has diverged: nothing is exported (the checkpoints and
   metrics.jsonl stay)."""
+
+
+def rose(loss_at_horizon: float, loss_at_end: float, tolerance: float = 0.0) -> bool:
+  """Whether a calibration run got worse after the longer run: it ends above
+  (1 + tolerance) times its loss at the meta-training horizon (the
+  calibration's stability test besides NaN/Inf and a loss above the start;
+  `calibrate_rise_tolerance`). Losses are >= 0, so the tolerance is a
+  fraction of the earlier loss."""
+  return loss_at_end > loss_at_horizon * (1.0 + tolerance)
 
 
 class CalibrationError(RuntimeError):
