@@ -141,6 +141,10 @@ class WorkdirTest(tf.test.TestCase):
     train.check_workdir_config(workdir, cfg)
     longer = config_lib.MetaTrainConfig.from_dict(dict(cfg.to_dict(), meta_steps=5000))
     train.check_workdir_config(workdir, longer)  # more steps: fine (resume)
+    recalibrated = config_lib.MetaTrainConfig.from_dict(dict(
+        longer.to_dict(), calibrate_step_size=[0.5, 1.0], calibrate_seeds=2,
+        calibrate_stability_margin=2.0, calibrate_rise_tolerance=0.05))
+    train.check_workdir_config(workdir, recalibrated)  # a calibration added to it: fine
     other = config_lib.MetaTrainConfig.from_dict(dict(cfg.to_dict(), seed=9))
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['seed'\]"):
       train.check_workdir_config(workdir, other)

@@ -476,7 +476,8 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     workdir = self.create_tempdir().full_path
 
     def calibrate(tolerance):
-      """(verdicts checked, runs stable only thanks to the tolerance)."""
+      """Checks every run's verdict; returns how many runs are stable only
+      thanks to the tolerance."""
       cfg = tiny(meta_steps=0, horizon=4, unroll=2, calibrate_horizon=8,
                  calibrate_step_size=[0.5, 4.0, 64.0], calibrate_rise_tolerance=tolerance)
       try:
@@ -484,7 +485,11 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
       except trainer_lib.CalibrationError:
         pass  # nothing stable: the record is written all the same
       with open(os.path.join(workdir, "calibration.json")) as f:
-        runs = json.load(f)["runs"]
+        saved = json.load(f)
+      # Identities saved before the option (tolerance 0) stay valid: the key
+      # is only there when the tolerance is on.
+      self.assertEqual("calibrate_rise_tolerance" in saved["identity"], tolerance > 0)
+      runs = saved["runs"]
       verdicts, tolerated = 0, 0
       for _, entry in runs:
         for run in entry["per_task"].values():
@@ -499,10 +504,10 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
 
     # This config has such a run (x64: 0.097 at 4 steps, 0.143 at 8), so the
     # tolerance is exercised, not only the verdicts that do not depend on it.
-    self.assertGreater(calibrate(0.5), 0)
-    # The same workdir without the tolerance: the saved scores are not reused
-    # (their verdicts depended on it), and the rise counts again.
-    self.assertEqual(calibrate(0.0), 0)
+    self.assertGreater(calibrate(1.0), 0)
+    # The same workdir without the tolerance: had the saved runs been reused,
+    # that run's verdict (stable) would fail the per-run check at tolerance 0.
+    calibrate(0.0)
 
   def test_calibration_chooses_below_the_first_unstable_multiplier(self):
     inf = float("inf")

@@ -119,7 +119,7 @@ class MetaTrainConfig:
       LM). No eligible multiplier: CalibrationError, nothing exported.
     calibrate_rise_tolerance: how much higher than at `horizon` a rule's run
       may end at `calibrate_horizon` and still count as stable, as a fraction
-      of its loss at `horizon` (`trainer.rose`): 0 (the default, and every
+      of its loss at `horizon` in [0, 1] (`trainer.rose`): 0 (the default, and every
       config before the option) counts any rise as unstable. A run on a
       plateau ends a hair above where it was (coordinate_v2.md, attempt 28:
       0.043100 against 0.043095, a rise of 0.01%, made a multiplier

@@ -37,7 +37,8 @@ def check_workdir_config(workdir: str, cfg) -> None:
     # Calibration only changes the export: it may be added to a finished run.
     ignore = {"meta_steps", "log_every", "checkpoint_every", "calibrate_step_size",
               "calibrate_horizon", "calibrate_criterion", "calibrate_seeds",
-              "calibrate_stability_margin", "calibrate_adam_floor"}
+              "calibrate_stability_margin", "calibrate_adam_floor",
+              "calibrate_rise_tolerance"}
     a = {k: v for k, v in previous.to_dict().items() if k not in ignore}
     b = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     if a != b:
