@@ -57,6 +57,19 @@ def parse_optimizer(spec: str) -> Tuple[str, common.optimization_config.Optimiza
   return label, config
 
 
+def weights_of(optimizer: dict):
+  """{"name", "sha256"} of the weights a Mnemosyne optimizer config runs (its
+  `weights`, or its mode's shipped default when that is empty), None for
+  other optimizers: a figure's JSON then says which weights drew it, also
+  after the default changes."""
+  if optimizer.get("type") != "mnemosyne":
+    return None
+  from mnemosyne_tf import rule as rule_lib
+  config = optimizer.get("mnemosyne") or {}
+  name = config.get("weights") or rule_lib.default_weights(config.get("mode") or "coordinate")
+  return {"name": name, "sha256": rule_lib.LearnedRule(name).sha256}
+
+
 def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
   """{tag: [(step, value), ...] sorted by step} of the TF summaries in log_dir."""
   scalars = {}
@@ -85,6 +98,7 @@ def run_all(experiment: str, config_files: Sequence[str], params_override: str,
         model_dir, params.trainer.validation_summary_subdir))
     runs[label] = {
         "optimizer": optimization.as_dict()["optimizer"],
+        "weights": weights_of(optimization.as_dict()["optimizer"]),
         "learning_rate": optimization.as_dict()["learning_rate"],
         "training_loss": train_scalars.get("training_loss", []),
         "validation": {tag: points[-1][1] for tag, points in validation.items()},

@@ -25,6 +25,21 @@ class OptimizerSpecTest(tf.test.TestCase, parameterized.TestCase):
     if mode:
       self.assertEqual(config.optimizer.mnemosyne.mode, mode)
 
+  def test_weights_of_names_the_weights_a_run_used(self):
+    from mnemosyne_tf import weights as weights_lib
+    for spec, name in (("mnemosyne", weights_lib.DEFAULT_WEIGHTS),
+                       ("mnemosyne:tensor", weights_lib.DEFAULT_WEIGHTS_BY_MODE["tensor"]),
+                       ("mnemosyne:super", weights_lib.DEFAULT_WEIGHTS_BY_MODE["super"])):
+      optimizer = figures.parse_optimizer(spec)[1].as_dict()["optimizer"]
+      got = figures.weights_of(optimizer)
+      self.assertEqual(got["name"], name)
+      self.assertEqual(got["sha256"], weights_lib.load_weights(name).sha256)
+    optimizer = figures.parse_optimizer("mnemosyne")[1].as_dict()["optimizer"]
+    optimizer["mnemosyne"]["weights"] = "coordinate_v2"
+    self.assertEqual(figures.weights_of(optimizer)["name"], "coordinate_v2")
+    self.assertIsNone(figures.weights_of(figures.parse_optimizer("adam@1e-3")[1]
+                                         .as_dict()["optimizer"]))
+
   @parameterized.parameters(("adam:tensor", "only mnemosyne has modes"),
                             ("adam@fast", "is not a number"),
                             ("sgd@0.1", "optimizer must be one of"))
