@@ -117,7 +117,8 @@ def plot(runs: Dict[str, dict], title: str, path: str) -> None:
     steps, losses = zip(*run["training_loss"])
     final = run["validation"]
     suffix = ", ".join(f"{k} {v:.3g}" for k, v in sorted(final.items()))
-    ax.plot(steps, losses, label=f"{label}\neval: {suffix}",
+    weights = f" ({run['weights']['name']})" if run.get("weights") else ""
+    ax.plot(steps, losses, label=f"{label}{weights}\neval: {suffix}",
             linewidth=2.2 if label.startswith("mnemosyne") else 1.4)
   ax.set_yscale("log")
   ax.set_xlabel("step")

@@ -62,7 +62,8 @@ class SummariesAndPlotTest(tf.test.TestCase):
 
   def test_plot_writes_a_png(self):
     path = os.path.join(self.create_tempdir().full_path, "f.png")
-    runs = {"mnemosyne": {"training_loss": [(1, 2.0), (2, 1.0)], "validation": {"accuracy": 0.5}},
+    runs = {"mnemosyne": {"training_loss": [(1, 2.0), (2, 1.0)], "validation": {"accuracy": 0.5},
+                          "weights": {"name": "coordinate_v24", "sha256": "0" * 64}},
             "adam_lr1e-3": {"training_loss": [(1, 2.0), (2, 1.5)], "validation": {}}}
     figures.plot(runs, "title", path)
     with open(path, "rb") as f:
