@@ -36,24 +36,17 @@ DEFAULT_OPTIMIZERS = ("mnemosyne:coordinate_v24",
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "rule_cost")
 
 
-def check_spec(spec: str) -> None:
-  """ValueError unless `spec` is 'mnemosyne:<weights>[+field=value...]',
-  'learned:<weights>...' or 'adam:<lr>' with lr > 0 (the weights themselves
-  are checked when `measure` builds every optimizer, before compiling any)."""
+def build_optimizers(specs) -> dict:
+  """{spec: a fresh optimizer} (`mnemosyne_tf.meta.evaluate.make_optimizer`'s
+  specs), all built before anything is compiled; ValueError names a bad spec."""
   from mnemosyne_tf.meta import evaluate
-  kind, sep, arg = spec.partition(":")
-  if not sep or not arg or kind not in ("mnemosyne", "learned", "adam"):
-    raise ValueError(f"--optimizers: expected mnemosyne:<weights>[+field=value...] or "
-                     f"adam:<lr>, got {spec!r}")
-  if kind == "adam":
+  optimizers = {}
+  for spec in specs:
     try:
-      lr = float(arg)
-    except ValueError:
-      lr = float("nan")
-    if not lr > 0 or lr == float("inf"):
-      raise ValueError(f"--optimizers: Adam's learning rate must be a number > 0, got {spec!r}")
-  else:
-    evaluate.parse_weights(arg)
+      optimizers[spec] = evaluate.make_optimizer(spec)
+    except ValueError as e:  # WeightsError too
+      raise ValueError(f"--optimizers: {spec!r}: {e}") from None
+  return optimizers
 
 
 def check_args(size, specs, baseline: str, rounds: int, steps_per_call: int) -> None:
@@ -69,8 +62,6 @@ def check_args(size, specs, baseline: str, rounds: int, steps_per_call: int) -> 
     raise ValueError(f"--optimizers names one optimizer twice: {list(specs)}")
   if baseline not in specs:
     raise ValueError(f"--baseline {baseline!r} is not one of --optimizers {list(specs)}")
-  for spec in specs:
-    check_spec(spec)
 
 
 def variable_shape(size: int):
@@ -80,18 +71,15 @@ def variable_shape(size: int):
   return [rows, -(-int(size) // rows)]
 
 
-def measure(size: int, specs, rounds: int = 3, steps_per_call: int = 10,
+def measure(size: int, optimizers: dict, rounds: int = 3, steps_per_call: int = 10,
             jit_compile: bool = True, log=print):
-  """({spec: [seconds per update in each round]}, {spec: the variable's mean
-  absolute change over the first call} (> 0: the optimizer did update it)).
-  Every optimizer is built before any is compiled, so that a bad weights
-  name fails at once."""
+  """For {spec: optimizer} (`build_optimizers`): ({spec: [seconds per update
+  in each round]}, {spec: the variable's mean absolute change over the first
+  call} (> 0: the optimizer did update it))."""
   import keras
   import tensorflow as tf
-  from mnemosyne_tf.meta import evaluate
   shape = variable_shape(size)
   grad = tf.Variable(tf.sin(3.0 * tf.random.stateless_normal(shape, [0, 1])), trainable=False)
-  optimizers = {spec: evaluate.make_optimizer(spec) for spec in specs}
   calls, moved = {}, {}
   for spec, optimizer in optimizers.items():
     var = keras.Variable(tf.random.stateless_normal(shape, [0, 0]) * 0.1)
@@ -110,14 +98,14 @@ def measure(size: int, specs, rounds: int = 3, steps_per_call: int = 10,
     calls[spec]().numpy()  # traces and compiles
     moved[spec] = float(abs(var.numpy() - before).mean())
     log(f"  built {spec}")
-  times = {spec: [] for spec in specs}
+  times = {spec: [] for spec in optimizers}
   for r in range(rounds):
     for spec, call in calls.items():
       start = time.perf_counter()
       call().numpy()
       times[spec].append((time.perf_counter() - start) / steps_per_call)
     log(f"  round {r + 1}/{rounds}: " + "  ".join(
-        f"{spec} {times[spec][-1] * 1e3:.2f} ms" for spec in specs))
+        f"{spec} {times[spec][-1] * 1e3:.2f} ms" for spec in optimizers))
   return times, moved
 
 
@@ -163,9 +151,10 @@ def main(argv):
   del argv
   f = flags.FLAGS
   check_args(f.size, f.optimizers, f.baseline, f.rounds, f.steps_per_call)
+  optimizers = build_optimizers(f.optimizers)
   rows, cols = variable_shape(f.size)
   size = rows * cols
-  times, moved = measure(size, f.optimizers, f.rounds, f.steps_per_call, f.jit_compile)
+  times, moved = measure(size, optimizers, f.rounds, f.steps_per_call, f.jit_compile)
   still = [spec for spec, m in moved.items() if not m > 0]
   if still:
     raise SystemExit(f"these optimizers did not change the variable: {still}")

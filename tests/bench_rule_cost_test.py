@@ -3,6 +3,7 @@ ratios, and a tiny run in a subprocess that writes what it printed."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,14 +21,21 @@ class RuleCostTest(tf.test.TestCase):
                          ((10, [], "adam:0.001", 3, 10), "empty"),
                          ((10, specs + specs[:1], "adam:0.001", 3, 10), "twice"),
                          ((10, specs, "adam:0.01", 3, 10), "--baseline"),
-                         ((10, specs + ["sgd:0.1"], "adam:0.001", 3, 10), "sgd:0.1"),
-                         ((10, specs + ["adam:abc"], "adam:0.001", 3, 10), "adam:abc"),
-                         ((10, specs + ["adam:-1"], "adam:0.001", 3, 10), "adam:-1"),
-                         ((10, specs + ["mnemosyne:x+oops"], "adam:0.001", 3, 10), "oops"),
                          ((0.5, specs, "adam:0.001", 3, 10), "--size")):
       with self.assertRaisesRegex(ValueError, needle):
         rule_cost.check_args(*args)
     rule_cost.check_args(10, specs, "adam:0.001", 3, 10)  # no error
+
+  def test_bad_specs_are_named_before_anything_runs(self):
+    for spec, needle in (("sgd:0.1", "unknown optimizer spec"),
+                         ("adam:abc", "number > 0"), ("adam:-1", "number > 0"),
+                         ("mnemosyne:x+oops", "expected <weights>"),
+                         ("mnemosyne:no_such_weights", "unknown weights"),
+                         ("mnemosyne:coordinate_v24+no_such_field=1", "no_such_field")):
+      with self.assertRaisesRegex(ValueError, f"--optimizers: '{re.escape(spec)}'.*{needle}"):
+        rule_cost.build_optimizers(["adam:0.001", spec])
+    self.assertEqual(list(rule_cost.build_optimizers(["adam:0.001", "mnemosyne:coordinate_v24"])),
+                     ["adam:0.001", "mnemosyne:coordinate_v24"])
 
   def test_variable_shape_covers_the_size(self):
     for size in (1, 999, 1000, 2001, 10 ** 6 + 7):

@@ -95,6 +95,10 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(gated, evaluate.run_key("t", "mnemosyne:tensor_v1+gradient_eps=1e-07", 8, 1))
     opt = evaluate.make_optimizer("mnemosyne:tensor_v1+gradient_eps=1e-07")
     self.assertEqual(opt._rule.network.config.gradient_eps, 1e-7)
+    self.assertAllClose(evaluate.make_optimizer("adam:0.01").learning_rate, 0.01)
+    for bad in ("adam:abc", "adam:0", "adam:-1", "adam:inf", "adam:nan"):
+      with self.assertRaisesRegex(ValueError, "Adam's learning rate must be a number > 0"):
+        evaluate.make_optimizer(bad)
 
   def test_summary_counts_better_grid_points_and_divergence(self):
     results = {"t": {"adam 0.001": curve(2.0, 1.0, 0.5), "adam 0.01": curve(2.0, 0.3, 0.2),

@@ -60,7 +60,13 @@ def make_optimizer(spec: str):
     weights, overrides = parse_weights(arg)
     return mnemosyne_tf.LearnedOptimizer(weights=weights, network_overrides=overrides or None)
   if kind == "adam":
-    return keras.optimizers.Adam(float(arg))
+    try:
+      lr = float(arg)
+    except ValueError:
+      lr = math.nan
+    if not 0 < lr < math.inf:
+      raise ValueError(f"optimizer spec {spec!r}: Adam's learning rate must be a number > 0")
+    return keras.optimizers.Adam(lr)
   raise ValueError(f"unknown optimizer spec {spec!r}")
 
 
