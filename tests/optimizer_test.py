@@ -94,6 +94,46 @@ class SingleStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(decayed.numpy() - plain.numpy(), -0.01 * param0, rtol=1e-5)
     self.assertAllClose(excluded, plain)
 
+  def test_early_boost_scales_the_learned_step_not_weight_decay(self):
+    # With fixed gradients the learned part L_t of every step is the same
+    # for all three optimizers (it does not depend on the parameter on rank-2
+    # and rank-1 tensors), so: plain (no decay) steps by L_t, boosted (decay
+    # 0.1) by m_t * L_t - 0.1 * p, m_t = 1 + 3 * max(0, 1 - t / 2); and a model
+    # with a rank-3 variable is exempt: its steps are plain's.
+    shapes = [(5, 4), (4,)]
+    grads = [testing.random_gradients(shape, 3, seed=11 + i) for i, shape in enumerate(shapes)]
+    boost = {"early_boost": 4.0, "early_boost_steps": 2}
+
+    def deltas(variables, optimizer, extra=()):
+      out = []
+      for t in range(3):
+        before = [v.numpy() for v in variables]
+        optimizer.apply([tf.constant(g[t]) for g in grads] + [tf.zeros(e.shape) for e in extra],
+                        variables + list(extra))
+        out.append([v.numpy() - b for v, b in zip(variables, before)])
+      return out
+
+    start = [np.full(shape, 0.5, np.float32) for shape in shapes]
+    plain = deltas([keras.Variable(p) for p in start],
+                      mnemosyne_tf.LearnedOptimizer(weights="coordinate_v24"))
+    boosted_vars = [keras.Variable(p) for p in start]
+    boosted_opt = mnemosyne_tf.LearnedOptimizer(weights="coordinate_v24", weight_decay=0.1,
+                                                network_overrides=boost)
+    for t in range(3):
+      before = [v.numpy() for v in boosted_vars]  # for the decay term
+      boosted_opt.apply([tf.constant(g[t]) for g in grads], boosted_vars)
+      m = 1 + 3 * max(0.0, 1 - (t + 1) / 2)
+      for v, b, l in zip(boosted_vars, before, plain[t]):
+        self.assertAllClose(v.numpy() - b, m * l - 0.1 * b, rtol=1e-4, atol=1e-7, msg=t)
+    self.assertGreater(np.abs(plain[0][0]).max(), 1e-5)  # steps that are not 0
+    exempt = deltas([keras.Variable(p) for p in start],
+                       mnemosyne_tf.LearnedOptimizer(weights="coordinate_v24",
+                                                     network_overrides=boost),
+                       extra=[keras.Variable(np.zeros((2, 2, 3), np.float32))])
+    for t in range(3):
+      for e, l in zip(exempt[t], plain[t]):
+        self.assertAllClose(e, l, rtol=1e-5, atol=1e-9)
+
   @parameterized.parameters(("clipvalue", 0.05), ("clipnorm", 0.1),
                             ("global_clipnorm", 0.1))
   def test_base_clipping_options_clip_what_the_core_sees(self, option, value):
