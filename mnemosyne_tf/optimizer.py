@@ -76,6 +76,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
       return
     super().build(var_list)
     strategy = tf.distribute.get_strategy()
+    self._model_shapes = tuple(tuple(var.shape) for var in var_list)
     self._states = []
     for var in var_list:
       shape = tuple(var.shape)
@@ -95,7 +96,7 @@ class LearnedOptimizer(keras.optimizers.Optimizer):
         self.weight_decay and self._use_weight_decay(variable)) else 0.0
     update, new_state = self._rule.step(
         tf.convert_to_tensor(state), gradient, tf.convert_to_tensor(variable),
-        self.iterations + 1, learning_rate, weight_decay)
+        self.iterations + 1, learning_rate, weight_decay, self._model_shapes)
     self.assign(state, new_state)
     self.assign_add(variable, update)
 

@@ -131,7 +131,7 @@ class LearnedRule:
     state = self.network.init_state(tf.zeros(var_shape))
     return self.network.pack_state(state, var_shape)
 
-  def step(self, slot, grad, param, step, learning_rate, weight_decay):
+  def step(self, slot, grad, param, step, learning_rate, weight_decay, model_shapes):
     """One guarded update of one variable.
 
     Args:
@@ -141,6 +141,9 @@ class LearnedRule:
       step: 1-based step count.
       learning_rate: the multiplier (tensor).
       weight_decay: decoupled weight decay (0 for none).
+      model_shapes: the shapes of all the variables the optimizer updates
+        (the network's per-model schedule, `step_multiplier`, depends on
+        them).
 
     Returns:
       (update in param's dtype, new packed slot).
@@ -154,9 +157,12 @@ class LearnedRule:
     # variable of the same shape (under (MultiWorker)MirroredStrategy one
     # variable was then updated with another's values; optimizer_distribute_test).
     slot, grad, param = (tf.convert_to_tensor(x) for x in (slot, grad, param))
-    return self._traced_step(slot, grad, param, tf.cast(step, tf.float32),
-                             tf.cast(learning_rate, tf.float32),
-                             tf.cast(weight_decay, tf.float32))
+    step = tf.cast(step, tf.float32)
+    multiplier = self.network.step_multiplier(step, model_shapes)
+    # Weight decay stays learning_rate * weight_decay per step.
+    return self._traced_step(slot, grad, param, step,
+                             tf.cast(learning_rate, tf.float32) * multiplier,
+                             tf.cast(weight_decay, tf.float32) / multiplier)
 
   @functools.cached_property
   def _traced_step(self):

@@ -80,6 +80,7 @@ class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
       return
     self._built = True
     strategy = tf.distribute.get_strategy()
+    self._model_shapes = tuple(tuple(var.shape) for var in var_list)
     self._states = []
     for var in var_list:
       shape = tuple(var.shape)
@@ -96,7 +97,7 @@ class MnemosyneTfKeras(tf_keras.optimizers.Optimizer):
         self.weight_decay and self._use_weight_decay(variable)) else 0.0
     update, new_state = self._rule.step(
         state, gradient, variable, self.iterations + 1, self.learning_rate,
-        weight_decay)
+        weight_decay, self._model_shapes)
     state.assign(new_state)
     variable.assign_add(update)
 

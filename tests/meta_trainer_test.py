@@ -343,6 +343,50 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     again._adam_run = None  # calling it would raise
     self.assertEqual(again.train(log=lambda line: None)["sha256"], summary["sha256"])
 
+  def test_calibration_runs_the_early_boost_as_the_keras_optimizer_does(self):
+    """With an early boost, each calibration run's losses equal those of the
+    Keras optimizer running the exported weights eagerly from the same
+    initialization on the same batches: the boost acts on the MLP, not on
+    the language model (it has attention kernels); without the boost the
+    MLP's losses differ and the language model's do not."""
+    import keras
+    names = ["wine_mlp_32_relu", "descr_lm_32"]
+    cfg = tiny(tasks=names, horizon=4, unroll=2, meta_steps=0, calibrate_horizon=8,
+               meta_loss_floor=1e-6, calibrate_step_size=[1.0],
+               network_config={"early_boost": 8.0, "early_boost_steps": 6})
+    meta = trainer_lib.MetaTrainer(cfg, self.create_tempdir().full_path)
+    summary = meta.train(log=lambda line: None)
+    runs = summary["step_size_calibration"]["per_task"]["1.0"]
+
+    def keras_losses(index, overrides=None):
+      task = meta.trajectories[index].task
+      variables = [keras.Variable(p) for p in task.init_params(
+          meta._calibration_init_seed(index))]
+      optimizer = mnemosyne_tf.LearnedOptimizer(weights=summary["path"],
+                                                network_overrides=overrides)
+      losses = {}
+      for t in range(1, 9):
+        if t % 2 == 1:
+          xs, ys = task.batches(meta._calibration_batch_seed(t // 2, index), 3)
+        with tf.GradientTape() as tape:
+          loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
+        optimizer.apply([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)],
+                        variables)
+        if t in (4, 8):
+          losses[str(t)] = float(task.loss(variables, task.x, task.y))
+      return losses
+
+    off = {"early_boost": 1.0, "early_boost_steps": 0}
+    for index, name in enumerate(names):
+      boosted = keras_losses(index)
+      for t in ("4", "8"):
+        self.assertAllClose(runs[name]["loss"][t], boosted[t], rtol=1e-4, msg=(name, t))
+      plain = keras_losses(index, off)
+      if name == "descr_lm_32":
+        self.assertAllClose(plain, boosted, rtol=1e-6)
+      else:
+        self.assertGreater(abs(plain["4"] - boosted["4"]), 1e-3 * boosted["4"])
+
   def test_calibration_over_several_initializations(self):
     """calibrate_seeds=2: each task is calibrated from two initializations with
     their own batches. The first is exactly the single run of calibrate_seeds=1;

@@ -387,6 +387,48 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     bounded = network.CoordinateConfig(max_relative_update=0.02)
     self.assertEqual(network.CoordinateConfig.from_dict(bounded.to_dict()), bounded)
 
+  def test_early_boost_multiplier_and_its_layout_exemption(self):
+    # 1 + (b - 1) * max(0, 1 - t / s), checked against the formula written out
+    # by hand at a few steps; 1.0 for a model with a tensor of the exempt rank,
+    # for every model with unless_rank 0 never, and with the boost off.
+    net = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        early_boost=4.0, early_boost_steps=400))
+    mlp = [(64, 32), (32,), (32, 10), (10,)]
+    for step, expected in ((1, 1 + 3 * 399 / 400), (200, 2.5), (399, 1 + 3 / 400),
+                           (400, 1.0), (5000, 1.0)):
+      self.assertAllClose(net.step_multiplier(tf.constant(float(step)), mlp), expected,
+                          rtol=1e-6, msg=step)
+    attention = mlp + [(32, 2, 16)]
+    self.assertEqual(net.step_multiplier(tf.constant(1.0), attention), 1.0)
+    every = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        early_boost=4.0, early_boost_steps=400, early_boost_unless_rank=0))
+    self.assertAllClose(every.step_multiplier(tf.constant(200.0), attention), 2.5)
+    conv_exempt = network.CoordinateWiseNetwork(network.CoordinateConfig(
+        early_boost=4.0, early_boost_steps=400, early_boost_unless_rank=4))
+    self.assertAllClose(conv_exempt.step_multiplier(tf.constant(200.0), attention), 2.5)
+    self.assertEqual(conv_exempt.step_multiplier(tf.constant(200.0), [(3, 3, 1, 8)]), 1.0)
+    off = network.CoordinateWiseNetwork(network.CoordinateConfig())
+    self.assertEqual(off.step_multiplier(tf.constant(1.0), mlp), 1.0)
+
+  @parameterized.parameters(
+      (dict(early_boost=0.5, early_boost_steps=10), "early_boost must be a float in"),
+      (dict(early_boost=True, early_boost_steps=10), "early_boost must be a float in"),
+      (dict(early_boost=4.0), "early_boost_steps must be an integer >= 1"),
+      (dict(early_boost=4.0, early_boost_steps=2.5), "early_boost_steps must be an integer"),
+      (dict(early_boost=4.0, early_boost_steps=10, early_boost_unless_rank=9),
+       "early_boost_unless_rank must be 0"),
+  )
+  def test_early_boost_config_errors(self, kwargs, message):
+    with self.assertRaisesRegex(ValueError, message):
+      network.CoordinateConfig(**kwargs)
+
+  def test_early_boost_is_left_out_of_old_config_dicts_and_round_trips(self):
+    plain = network.CoordinateConfig().to_dict()
+    for name in ("early_boost", "early_boost_steps", "early_boost_unless_rank"):
+      self.assertNotIn(name, plain)
+    boosted = network.CoordinateConfig(early_boost=4.0, early_boost_steps=400)
+    self.assertEqual(network.CoordinateConfig.from_dict(boosted.to_dict()), boosted)
+
   def test_xla_and_eager_apply_agree(self):
     net = network.CoordinateWiseNetwork(network.CoordinateConfig())
     theta = net.init_theta(seed=2, scale=1.0)

@@ -88,6 +88,15 @@ class LearnedOptimizerNetwork:
     raise NotImplementedError
 
   # -------------------------------------------------------------- shared
+  def step_multiplier(self, step, shapes):
+    """Multiplier of the learned step at 1-based `step` for a model whose
+    trainable tensors have `shapes` (a per-model schedule of the rule, e.g.
+    coordinate-wise Mnemosyne's early boost); callers pass learning_rate * m
+    and weight_decay / m to `apply`, so that weight decay is not scaled.
+    1.0 here: no schedule."""
+    del step, shapes
+    return 1.0
+
   def trainable_names(self):
     """theta entries the meta-trainer may change."""
     return sorted(n for n in self.theta_shapes() if not n.endswith(self.fixed_suffixes))

@@ -118,11 +118,26 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       costs the others their early steps (coordinate_v2.md, attempt 24).
       Like VeLO's (Metz et al., 2022) use of a tensor's shape, this is a
       per-tensor feature the rule reads from the layout, not the gradients.
+    early_boost: b >= 1: at step t the learned step is multiplied by
+      1 + (b - 1) * max(0, 1 - t / early_boost_steps) (b at the first step,
+      1 from step early_boost_steps on), for models without a tensor of rank
+      `early_boost_unless_rank` (`step_multiplier`); 1 (the default, and
+      weights made before it): off. theta and the state are unchanged. Weight
+      decay is not boosted.
+    early_boost_steps: see early_boost (an integer >= 1 when early_boost > 1).
+    early_boost_unless_rank: k in [1, 8]: a model with any trainable tensor of
+      rank k gets no boost; 0: every model does. The default 3 exempts Keras
+      models with MultiHeadAttention (rank-3 projection kernels; also Conv1D
+      kernels): language models end far higher after an early boost, through
+      their dense layers as well as their attention, while MLPs and CNNs
+      gain from it (coordinate_v2.md, attempt 29). Like relative_update_rank,
+      a feature read from the layout, here the whole model's.
   """
   # Not annotated fields: class constants. Options added after weights were
   # shipped, left out of config dicts while at their defaults.
   omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound",
-                     "max_relative_update", "relative_update_floor", "relative_update_rank")
+                     "max_relative_update", "relative_update_floor", "relative_update_rank",
+                     "early_boost", "early_boost_steps", "early_boost_unless_rank")
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -142,6 +157,9 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   max_relative_update: float = 0.0
   relative_update_floor: float = DEFAULT_RELATIVE_UPDATE_FLOOR
   relative_update_rank: int = 0
+  early_boost: float = 1.0
+  early_boost_steps: int = 0
+  early_boost_unless_rank: int = 3
 
   def __post_init__(self):
     check_gradient_eps(self.gradient_eps, type(self).__name__)
@@ -158,6 +176,19 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
         or not (self.relative_update_rank == 0 or 2 <= self.relative_update_rank <= 8)):
       raise ValueError("CoordinateConfig.relative_update_rank must be 0 (every rank >= 2) "
                        f"or an integer rank in [2, 8], got {self.relative_update_rank!r}")
+    if (isinstance(self.early_boost, bool) or not isinstance(self.early_boost, (int, float))
+        or not 1 <= self.early_boost <= 100):
+      raise ValueError("CoordinateConfig.early_boost must be a float in [1, 100], got "
+                       f"{self.early_boost!r}")
+    if (isinstance(self.early_boost_steps, bool) or not isinstance(self.early_boost_steps, int)
+        or self.early_boost_steps < (1 if self.early_boost != 1 else 0)):
+      raise ValueError("CoordinateConfig.early_boost_steps must be an integer >= 1 with "
+                       f"early_boost > 1 (>= 0 without), got {self.early_boost_steps!r}")
+    if (isinstance(self.early_boost_unless_rank, bool)
+        or not isinstance(self.early_boost_unless_rank, int)
+        or not 0 <= self.early_boost_unless_rank <= 8):
+      raise ValueError("CoordinateConfig.early_boost_unless_rank must be 0 (boost every "
+                       f"model) or a rank in [1, 8], got {self.early_boost_unless_rank!r}")
     if not isinstance(self.odd_in_gradient, bool):
       raise ValueError("CoordinateConfig.odd_in_gradient must be true or false, got "
                        f"{self.odd_in_gradient!r}")
@@ -397,6 +428,17 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     theta["head/w2"] = tf.constant(w2, tf.float32)
     theta["log_step_size"] = tf.constant(math.log(step_size), tf.float32)
     return theta
+
+  def step_multiplier(self, step, shapes):
+    """The early boost's multiplier of the learned step at 1-based `step`
+    for a model whose trainable tensors have `shapes` (see
+    CoordinateConfig.early_boost): 1.0 (a Python float) when off or exempt."""
+    c = self.config
+    if c.early_boost == 1 or (c.early_boost_unless_rank and any(
+        len(shape) == c.early_boost_unless_rank for shape in shapes)):
+      return 1.0
+    remaining = tf.maximum(0.0, 1.0 - tf.cast(step, tf.float32) / c.early_boost_steps)
+    return 1.0 + (c.early_boost - 1.0) * remaining
 
   # ---------------------------------------------------------------- state
   def init_state(self, param: tf.Tensor) -> CoordinateState:

@@ -168,6 +168,7 @@ class MetaTrainer:
         grads = _dense(inner.gradient(scaled, current))
         total += log_loss(loss)
         step = tf.cast(position + tf.cast(k, tf.int64) + 1, tf.float32)
+        multiplier = network.step_multiplier(step, shapes)  # 1.0 for most rules
         new_params, new_states = [], []
         for p, g, s in zip(current, grads, states):
           # Second order: the meta-gradient also flows through g. Where v =
@@ -176,7 +177,7 @@ class MetaTrainer:
           # zero gradient (features.sqrt_zero_safe), not 0 * inf.
           if not second_order:
             g = tf.stop_gradient(g)
-          update, s = network.apply(theta, s, g, p, step)
+          update, s = network.apply(theta, s, g, p, step, multiplier)
           new_params.append(p + update)
           new_states.append(s)
         current, states = new_params, new_states
