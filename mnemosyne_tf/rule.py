@@ -131,7 +131,7 @@ class LearnedRule:
     state = self.network.init_state(tf.zeros(var_shape))
     return self.network.pack_state(state, var_shape)
 
-  def step(self, slot, grad, param, step, learning_rate, weight_decay, model_shapes):
+  def step(self, slot, grad, param, step, learning_rate, weight_decay, model_shapes=None):
     """One guarded update of one variable.
 
     Args:
@@ -143,7 +143,8 @@ class LearnedRule:
       weight_decay: decoupled weight decay (0 for none).
       model_shapes: the shapes of all the variables the optimizer updates
         (the network's per-model schedule, `step_multiplier`, depends on
-        them).
+        them); may be omitted for networks without one (ValueError
+        otherwise).
 
     Returns:
       (update in param's dtype, new packed slot).
@@ -158,7 +159,10 @@ class LearnedRule:
     # variable was then updated with another's values; optimizer_distribute_test).
     slot, grad, param = (tf.convert_to_tensor(x) for x in (slot, grad, param))
     step = tf.cast(step, tf.float32)
-    multiplier = self.network.step_multiplier(step, model_shapes)
+    if model_shapes is None and self.network.has_step_schedule:
+      raise ValueError(f"weights {self.weights!r} have a per-model step schedule "
+                       "(early_boost): LearnedRule.step needs model_shapes")
+    multiplier = self.network.step_multiplier(step, model_shapes or ())
     # Weight decay stays learning_rate * weight_decay per step.
     return self._traced_step(slot, grad, param, step,
                              tf.cast(learning_rate, tf.float32) * multiplier,

@@ -401,10 +401,10 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
     attention = mlp + [(32, 2, 16)]
     self.assertEqual(net.step_multiplier(tf.constant(1.0), attention), 1.0)
     every = network.CoordinateWiseNetwork(network.CoordinateConfig(
-        early_boost=4.0, early_boost_steps=400, early_boost_unless_rank=0))
+        early_boost=4.0, early_boost_steps=400, early_boost_exempt_rank=0))
     self.assertAllClose(every.step_multiplier(tf.constant(200.0), attention), 2.5)
     conv_exempt = network.CoordinateWiseNetwork(network.CoordinateConfig(
-        early_boost=4.0, early_boost_steps=400, early_boost_unless_rank=4))
+        early_boost=4.0, early_boost_steps=400, early_boost_exempt_rank=4))
     self.assertAllClose(conv_exempt.step_multiplier(tf.constant(200.0), attention), 2.5)
     self.assertEqual(conv_exempt.step_multiplier(tf.constant(200.0), [(3, 3, 1, 8)]), 1.0)
     off = network.CoordinateWiseNetwork(network.CoordinateConfig())
@@ -415,8 +415,8 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
       (dict(early_boost=True, early_boost_steps=10), "early_boost must be a float in"),
       (dict(early_boost=4.0), "early_boost_steps must be an integer >= 1"),
       (dict(early_boost=4.0, early_boost_steps=2.5), "early_boost_steps must be an integer"),
-      (dict(early_boost=4.0, early_boost_steps=10, early_boost_unless_rank=9),
-       "early_boost_unless_rank must be 0"),
+      (dict(early_boost=4.0, early_boost_steps=10, early_boost_exempt_rank=9),
+       "early_boost_exempt_rank must be 0"),
   )
   def test_early_boost_config_errors(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -424,10 +424,15 @@ class NetworkTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_early_boost_is_left_out_of_old_config_dicts_and_round_trips(self):
     plain = network.CoordinateConfig().to_dict()
-    for name in ("early_boost", "early_boost_steps", "early_boost_unless_rank"):
+    for name in ("early_boost", "early_boost_steps", "early_boost_exempt_rank"):
       self.assertNotIn(name, plain)
     boosted = network.CoordinateConfig(early_boost=4.0, early_boost_steps=400)
     self.assertEqual(network.CoordinateConfig.from_dict(boosted.to_dict()), boosted)
+    # With the boost on, the exemption is written even at its default: what
+    # a file means must not depend on the code's default.
+    self.assertEqual(boosted.to_dict()["early_boost_exempt_rank"], 3)
+    self.assertFalse(network.CoordinateWiseNetwork(network.CoordinateConfig()).has_step_schedule)
+    self.assertTrue(network.CoordinateWiseNetwork(boosted).has_step_schedule)
 
   def test_xla_and_eager_apply_agree(self):
     net = network.CoordinateWiseNetwork(network.CoordinateConfig())

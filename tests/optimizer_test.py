@@ -126,6 +126,16 @@ class SingleStepTest(tf.test.TestCase, parameterized.TestCase):
       for v, b, l in zip(boosted_vars, before, plain[t]):
         self.assertAllClose(v.numpy() - b, m * l - 0.1 * b, rtol=1e-4, atol=1e-7, msg=t)
     self.assertGreater(np.abs(plain[0][0]).max(), 1e-5)  # steps that are not 0
+    # The shared rule needs the model's shapes for a rule with a schedule,
+    # and only then.
+    rule = rule_lib.LearnedRule("coordinate_v24", config_overrides=boost)
+    slot = rule.initial_slot((4,))
+    with self.assertRaisesRegex(ValueError, "needs model_shapes"):
+      rule.step(slot, tf.ones([4]), tf.ones([4]), 1, 1.0, 0.0)
+    plain_rule = rule_lib.LearnedRule("coordinate_v24")
+    self.assertAllClose(plain_rule.step(slot, tf.ones([4]), tf.ones([4]), 1, 1.0, 0.0)[0],
+                        plain_rule.step(slot, tf.ones([4]), tf.ones([4]), 1, 1.0, 0.0,
+                                        [(4,)])[0])
     exempt = deltas([keras.Variable(p) for p in start],
                        mnemosyne_tf.LearnedOptimizer(weights="coordinate_v24",
                                                      network_overrides=boost),

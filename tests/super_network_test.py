@@ -86,7 +86,9 @@ class PolicyTest(tf.test.TestCase, parameterized.TestCase):
       ("threshold", {"threshold": 0}, "threshold"),
       ("bool_threshold", {"threshold": True}, "threshold"),
       ("sub_field", {"coordinate": {"num_heads": 0}}, "num_heads"),
-      ("unknown_sub_field", {"tensor": {"width": 3}}, "unknown TensorConfig fields"))
+      ("unknown_sub_field", {"tensor": {"width": 3}}, "unknown TensorConfig fields"),
+      ("early_boost", {"coordinate": {"early_boost": 4.0, "early_boost_steps": 10}},
+       "early_boost is not available inside Super-Mnemosyne"))
   def test_invalid_config_raises_value_error(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
       super_network.SuperConfig(**kwargs)

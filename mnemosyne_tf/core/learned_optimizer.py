@@ -88,6 +88,9 @@ class LearnedOptimizerNetwork:
     raise NotImplementedError
 
   # -------------------------------------------------------------- shared
+  # True if `step_multiplier` depends on the step (a per-model schedule).
+  has_step_schedule = False
+
   def step_multiplier(self, step, shapes):
     """Multiplier of the learned step at 1-based `step` for a model whose
     trainable tensors have `shapes` (a per-model schedule of the rule, e.g.

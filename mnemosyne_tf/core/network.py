@@ -118,26 +118,33 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
       costs the others their early steps (coordinate_v2.md, attempt 24).
       Like VeLO's (Metz et al., 2022) use of a tensor's shape, this is a
       per-tensor feature the rule reads from the layout, not the gradients.
-    early_boost: b >= 1: at step t the learned step is multiplied by
-      1 + (b - 1) * max(0, 1 - t / early_boost_steps) (b at the first step,
-      1 from step early_boost_steps on), for models without a tensor of rank
-      `early_boost_unless_rank` (`step_multiplier`); 1 (the default, and
-      weights made before it): off. theta and the state are unchanged. Weight
-      decay is not boosted.
+    early_boost: b in [1, 100]: at 1-based step t the learned step is
+      multiplied by 1 + (b - 1) * max(0, 1 - t / early_boost_steps) (nearly
+      b at the first step, 1 from step early_boost_steps on), unless the
+      optimizer updates a tensor of rank `early_boost_exempt_rank`
+      (`step_multiplier`); 1 (the default, and weights made before it): off.
+      theta and the state are unchanged; weight decay is not boosted. The
+      boost acts before `max_relative_update`'s bound: where the bound binds
+      it has no effect. Not available inside Super-Mnemosyne.
     early_boost_steps: see early_boost (an integer >= 1 when early_boost > 1).
-    early_boost_unless_rank: k in [1, 8]: a model with any trainable tensor of
-      rank k gets no boost; 0: every model does. The default 3 exempts Keras
-      models with MultiHeadAttention (rank-3 projection kernels; also Conv1D
-      kernels): language models end far higher after an early boost, through
-      their dense layers as well as their attention, while MLPs and CNNs
-      gain from it (coordinate_v2.md, attempt 29). Like relative_update_rank,
-      a feature read from the layout, here the whole model's.
+    early_boost_exempt_rank: k in [1, 8]: no boost if any of the variables
+      the optimizer updates has rank k; 0: always boost. The default 3
+      exempts Keras models whose trainable variables include
+      MultiHeadAttention kernels (rank 3; so are Conv1D kernels): language
+      models end far higher after an early boost, through their dense layers
+      as well as their attention, while MLPs and CNNs gain from it
+      (coordinate_v2.md, attempt 29). Only trainable variables count: a
+      frozen transformer whose prompt or head alone is trained is boosted,
+      and so is attention built from rank-2 Dense kernels. Like
+      relative_update_rank, a feature read from the layout, here that of
+      everything the optimizer updates. Written into config dicts whenever
+      early_boost is on.
   """
   # Not annotated fields: class constants. Options added after weights were
   # shipped, left out of config dicts while at their defaults.
   omit_if_default = ("odd_in_gradient", "step_adaptation_rate", "step_adaptation_bound",
                      "max_relative_update", "relative_update_floor", "relative_update_rank",
-                     "early_boost", "early_boost_steps", "early_boost_unless_rank")
+                     "early_boost", "early_boost_steps", "early_boost_exempt_rank")
   num_layers: int = 1
   num_heads: int = 2
   key_dim: int = 2
@@ -159,7 +166,7 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
   relative_update_rank: int = 0
   early_boost: float = 1.0
   early_boost_steps: int = 0
-  early_boost_unless_rank: int = 3
+  early_boost_exempt_rank: int = 3
 
   def __post_init__(self):
     check_gradient_eps(self.gradient_eps, type(self).__name__)
@@ -184,11 +191,11 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
         or self.early_boost_steps < (1 if self.early_boost != 1 else 0)):
       raise ValueError("CoordinateConfig.early_boost_steps must be an integer >= 1 with "
                        f"early_boost > 1 (>= 0 without), got {self.early_boost_steps!r}")
-    if (isinstance(self.early_boost_unless_rank, bool)
-        or not isinstance(self.early_boost_unless_rank, int)
-        or not 0 <= self.early_boost_unless_rank <= 8):
-      raise ValueError("CoordinateConfig.early_boost_unless_rank must be 0 (boost every "
-                       f"model) or a rank in [1, 8], got {self.early_boost_unless_rank!r}")
+    if (isinstance(self.early_boost_exempt_rank, bool)
+        or not isinstance(self.early_boost_exempt_rank, int)
+        or not 0 <= self.early_boost_exempt_rank <= 8):
+      raise ValueError("CoordinateConfig.early_boost_exempt_rank must be 0 (boost every "
+                       f"model) or a rank in [1, 8], got {self.early_boost_exempt_rank!r}")
     if not isinstance(self.odd_in_gradient, bool):
       raise ValueError("CoordinateConfig.odd_in_gradient must be true or false, got "
                        f"{self.odd_in_gradient!r}")
@@ -210,6 +217,12 @@ class CoordinateConfig(learned_optimizer.ConfigDict):
     if not self.preprocessing_k > 0:
       raise ValueError("CoordinateConfig.preprocessing_k must be > 0, got "
                        f"{self.preprocessing_k!r}")
+
+  def to_dict(self) -> dict:
+    values = super().to_dict()
+    if self.early_boost != 1:  # its meaning depends on the exemption: keep it
+      values["early_boost_exempt_rank"] = self.early_boost_exempt_rank
+    return values
 
 
 class CoordinateState(NamedTuple):
@@ -429,13 +442,17 @@ class CoordinateWiseNetwork(learned_optimizer.LearnedOptimizerNetwork):
     theta["log_step_size"] = tf.constant(math.log(step_size), tf.float32)
     return theta
 
+  @property
+  def has_step_schedule(self) -> bool:
+    return self.config.early_boost != 1
+
   def step_multiplier(self, step, shapes):
     """The early boost's multiplier of the learned step at 1-based `step`
     for a model whose trainable tensors have `shapes` (see
     CoordinateConfig.early_boost): 1.0 (a Python float) when off or exempt."""
     c = self.config
-    if c.early_boost == 1 or (c.early_boost_unless_rank and any(
-        len(shape) == c.early_boost_unless_rank for shape in shapes)):
+    if c.early_boost == 1 or (c.early_boost_exempt_rank and any(
+        len(shape) == c.early_boost_exempt_rank for shape in shapes)):
       return 1.0
     remaining = tf.maximum(0.0, 1.0 - tf.cast(step, tf.float32) / c.early_boost_steps)
     return 1.0 + (c.early_boost - 1.0) * remaining

@@ -55,7 +55,10 @@ class SuperConfig(learned_optimizer.ConfigDict):
     for part in PARTS:
       if not isinstance(getattr(self, part), dict):
         raise ValueError(f"SuperConfig.{part} must be a mapping of config fields")
-    self.sub_configs()  # validates both
+    coordinate, _ = self.sub_configs()  # validates both
+    if coordinate.early_boost != 1:
+      raise ValueError("SuperConfig.coordinate: early_boost is not available inside "
+                       "Super-Mnemosyne (it would be ignored); leave it at 1")
 
   def sub_configs(self):
     return (network.CoordinateConfig.from_dict(self.coordinate),
