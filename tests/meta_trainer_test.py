@@ -26,6 +26,26 @@ def tiny(**overrides):
   return config_lib.MetaTrainConfig.from_dict(dict(_TINY, **overrides))
 
 
+def replay_calibration_run(meta, index, optimizer):
+  """Calibration trajectory `index` of a trainer with horizon 4, unroll 2 and
+  calibration horizon 8, replayed eagerly with a Keras `optimizer` from the
+  same initialization on the same batches: {4: loss, 8: loss} on the whole
+  training set."""
+  task = meta.trajectories[index].task
+  variables = [tf.Variable(p) for p in task.init_params(meta._calibration_init_seed(index))]
+  losses = {}
+  for t in range(1, 9):
+    if t % 2 == 1:
+      xs, ys = task.batches(meta._calibration_batch_seed(t // 2, index), 3)
+    with tf.GradientTape() as tape:
+      loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
+    optimizer.apply([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)],
+                    variables)
+    if t in (4, 8):
+      losses[t] = float(task.loss(variables, task.x, task.y))
+  return losses
+
+
 class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_training_changes_theta_and_exports_loadable_weights(self):
@@ -295,19 +315,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(record["criterion"], "adam_rank")
 
     def keras_adam(task, index, lr):
-      variables = [tf.Variable(p) for p in task.init_params(meta._calibration_init_seed(index))]
-      optimizer = keras.optimizers.Adam(lr)
-      losses = {}
-      for t in range(1, 9):
-        if t % 2 == 1:
-          xs, ys = task.batches(meta._calibration_batch_seed(t // 2, index), 3)
-        with tf.GradientTape() as tape:
-          loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
-        optimizer.apply([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)],
-                        variables)
-        if t in (4, 8):
-          losses[t] = float(task.loss(variables, task.x, task.y))
-      return losses
+      return replay_calibration_run(meta, index, keras.optimizers.Adam(lr))
 
     counts = {m: [] for m in multipliers}
     for index, name in enumerate(names):
@@ -359,22 +367,9 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     runs = summary["step_size_calibration"]["per_task"]["1.0"]
 
     def keras_losses(index, overrides=None):
-      task = meta.trajectories[index].task
-      variables = [keras.Variable(p) for p in task.init_params(
-          meta._calibration_init_seed(index))]
-      optimizer = mnemosyne_tf.LearnedOptimizer(weights=summary["path"],
-                                                network_overrides=overrides)
-      losses = {}
-      for t in range(1, 9):
-        if t % 2 == 1:
-          xs, ys = task.batches(meta._calibration_batch_seed(t // 2, index), 3)
-        with tf.GradientTape() as tape:
-          loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
-        optimizer.apply([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)],
-                        variables)
-        if t in (4, 8):
-          losses[str(t)] = float(task.loss(variables, task.x, task.y))
-      return losses
+      losses = replay_calibration_run(meta, index, mnemosyne_tf.LearnedOptimizer(
+          weights=summary["path"], network_overrides=overrides))
+      return {str(t): loss for t, loss in losses.items()}
 
     off = {"early_boost": 1.0, "early_boost_steps": 0}
     for index, name in enumerate(names):
