@@ -26,17 +26,18 @@ def tiny(**overrides):
   return config_lib.MetaTrainConfig.from_dict(dict(_TINY, **overrides))
 
 
-def replay_calibration_run(meta, index, optimizer):
+def replay_calibration_run(meta, index, optimizer, replica=0):
   """Calibration trajectory `index` of a trainer with horizon 4, unroll 2 and
   calibration horizon 8, replayed eagerly with a Keras `optimizer` from the
-  same initialization on the same batches: {4: loss, 8: loss} on the whole
-  training set."""
+  same initialization (of initialization `replica`) on the same batches:
+  {4: loss, 8: loss} on the whole training set."""
   task = meta.trajectories[index].task
-  variables = [tf.Variable(p) for p in task.init_params(meta._calibration_init_seed(index))]
+  variables = [tf.Variable(p)
+               for p in task.init_params(meta._calibration_init_seed(index, replica))]
   losses = {}
   for t in range(1, 9):
     if t % 2 == 1:
-      xs, ys = task.batches(meta._calibration_batch_seed(t // 2, index), 3)
+      xs, ys = task.batches(meta._calibration_batch_seed(t // 2, index, replica), 3)
     with tf.GradientTape() as tape:
       loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
     optimizer.apply([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)],
@@ -412,18 +413,7 @@ class MetaTrainerTest(tf.test.TestCase, parameterized.TestCase):
     start = float(task.loss(task.init_params(init_seed), task.x, task.y))
     self.assertAllClose(two["per_task"]["0.5"][f"{name}/seed1"]["start"], start, rtol=1e-6)
     for lr in (1e-3, 1e-1):
-      variables = [tf.Variable(p) for p in task.init_params(init_seed)]
-      optimizer = keras.optimizers.Adam(lr)
-      losses = {}
-      for t in range(1, 9):
-        if t % 2 == 1:
-          xs, ys = task.batches(meta._calibration_batch_seed(t // 2, 0, 1), 3)
-        with tf.GradientTape() as tape:
-          loss = task.loss(variables, xs[(t - 1) % 2], ys[(t - 1) % 2])
-        optimizer.apply([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)],
-                        variables)
-        if t in (4, 8):
-          losses[t] = float(task.loss(variables, task.x, task.y))
+      losses = replay_calibration_run(meta, 0, keras.optimizers.Adam(lr), replica=1)
       saved = two["adam_reference"][f"{name}/seed1"][f"{lr:g}"]
       stable = all(np.isfinite(v) and v <= start for v in losses.values())
       self.assertEqual(saved["stable"], stable)
